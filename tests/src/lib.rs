@@ -1,0 +1,1 @@
+//! netlab: multi-host test labs in network namespaces.

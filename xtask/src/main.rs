@@ -1,0 +1,2 @@
+//! `cargo xtask`: automation for the weave-rs workspace.
+fn main() {}
