@@ -1,0 +1,1 @@
+//! Go's `encoding/gob` for the values Weave Net 2.8.1 exchanges.
