@@ -3,3 +3,5 @@
 //! Protocol and CRDT logic live in sans-IO state machines (they take
 //! messages and the current time, and return actions); the tokio shell that
 //! drives them with sockets and timers is kept thin.
+
+pub mod mesh;

@@ -1,0 +1,10 @@
+//! The mesh: peers, connections and gossip, wire-compatible with Weave Net
+//! 2.8.1 (its `weaveworks/mesh` library).
+//!
+//! Everything here is sans-IO: state machines that take bytes, events and
+//! the current time, and return what to send and when to wake up next. A
+//! thin tokio shell owns the sockets and timers.
+
+pub mod crypto;
+pub mod identity;
+pub mod wire;
