@@ -5,3 +5,4 @@
 //! drives them with sockets and timers is kept thin.
 
 pub mod mesh;
+pub mod ipam;

@@ -1,0 +1,18 @@
+//! IP address management: the sans-IO core of Weave's allocator.
+//!
+//! The allocation range is divided among peers by a ring CRDT ([`ring`]);
+//! the first division is agreed by single-value Paxos over gossip
+//! ([`paxos`]); each peer hands out addresses from what it owns
+//! ([`space`]); [`allocator`] ties them together as a state machine that
+//! takes inputs with the current time and returns outputs (replies, gossip,
+//! unicasts, persistence writes). Nothing here does I/O or reads a clock.
+
+pub mod address;
+pub mod peer;
+pub mod ring;
+pub mod space;
+
+pub use address::{Address, AddressError, Cidr, Range, cidr_view};
+pub use peer::{PeerName, SeededRng};
+pub use ring::{Entry, MergeError, MergeReport, Ring, RingError};
+pub use space::Space;
