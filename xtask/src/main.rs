@@ -1,2 +1,80 @@
 //! `cargo xtask`: automation for the weave-rs workspace.
-fn main() {}
+//!
+//! - `cargo xtask test`: installs what the tests need, then runs every stage
+//!   (fmt, clippy, unit, host-namespace and VM tests) and prints a summary.
+//! - `cargo xtask vm -- <command>`: runs a command as root in a VM booted from
+//!   Debian's stock kernel, with the openvswitch datapath loaded.
+//! - `cargo xtask setup`: only the installation step of `test`.
+//! - `cargo xtask lab`: the local multi-node lab (arrives with the data plane).
+
+mod lab;
+mod setup;
+mod shell;
+mod test;
+mod vm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Command line of `cargo xtask`.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Automation for the weave-rs workspace")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install prerequisites, then run every test stage and print a summary.
+    Test(test::TestArgs),
+    /// Run a command as root in a VM with the kernel openvswitch datapath.
+    Vm(vm::VmArgs),
+    /// Install what the tests and the VM need (idempotent).
+    Setup,
+    /// Start the local multi-node lab.
+    Lab,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Test(args) => test::run(&args),
+        Command::Vm(args) => vm::run_cli(&args),
+        Command::Setup => setup::all().map(|_| ExitCode::SUCCESS),
+        Command::Lab => lab::run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+pub(crate) fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
+/// The workspace's target directory (honours `CARGO_TARGET_DIR`).
+pub(crate) fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
+}

@@ -1,0 +1,394 @@
+//! `cargo xtask test`: every check the project has, in stages.
+//!
+//! Test targets are sorted into stages by name:
+//! - `vm_*` integration-test targets need the kernel openvswitch datapath;
+//!   their tests are `#[ignore]`d on the host and run (with
+//!   `--include-ignored`) in one VM boot;
+//! - `netns_*` targets need root and network namespaces on the host;
+//! - everything else (lib, bin, other integration tests, doc tests) is a
+//!   unit test.
+//!
+//! Every stage runs even when an earlier one failed, and the run ends with
+//! one summary line per stage and a total.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::setup::{self, VmTools};
+use crate::vm::{self, VmArgs};
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TestArgs {
+    /// Run only these stages (setup, fmt, clippy, unit, netns, vm); repeatable.
+    #[arg(long = "stage", value_name = "STAGE")]
+    pub stages: Vec<String>,
+    /// Do not install anything (assume the prerequisites are there).
+    #[arg(long)]
+    pub skip_setup: bool,
+    /// Memory of the test VM.
+    #[arg(long, default_value = "3G")]
+    pub vm_memory: String,
+}
+
+/// The stages, in the order they run.
+const STAGES: &[&str] = &["setup", "fmt", "clippy", "unit", "netns", "vm"];
+
+/// Test counts parsed from libtest's `test result:` lines.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+
+    /// Adds the counts of one `test result:` line, if `line` is one.
+    fn parse_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(number)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(number) = number.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += number,
+                "failed" => self.failed += number,
+                "ignored" => self.ignored += number,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// How one stage ended.
+#[derive(Debug)]
+struct StageResult {
+    name: &'static str,
+    outcome: Result<Option<Counts>>,
+    seconds: f64,
+}
+
+/// Runs the stages and prints the summary; fails when any stage failed.
+pub fn run(args: &TestArgs) -> Result<ExitCode> {
+    for stage in &args.stages {
+        if !STAGES.contains(&stage.as_str()) {
+            bail!("unknown stage {stage:?}; stages are {}", STAGES.join(", "));
+        }
+    }
+    let wanted = |name: &str| args.stages.is_empty() || args.stages.iter().any(|s| s == name);
+    let targets = test_targets()?;
+    let mut results = Vec::new();
+    let mut tools: Option<Result<VmTools>> = None;
+
+    for &name in STAGES {
+        if !wanted(name) {
+            continue;
+        }
+        banner(name);
+        let start = Instant::now();
+        let outcome = match name {
+            "setup" if args.skip_setup => Ok(None),
+            "setup" => {
+                let result = setup::all();
+                let outcome = result
+                    .as_ref()
+                    .map(|_| None)
+                    .map_err(|e| anyhow::anyhow!("{e:#}"));
+                tools = Some(result);
+                outcome
+            }
+            "fmt" => cargo(&["fmt", "--all", "--", "--check"], false).map(|_| None),
+            "clippy" => cargo(
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+                false,
+            )
+            .map(|_| None),
+            "unit" => unit(&targets).map(Some),
+            "netns" => netns(&targets).map(Some),
+            "vm" => {
+                let tools = match tools.take() {
+                    Some(tools) => tools,
+                    None => setup::vm(),
+                };
+                tools
+                    .map_err(|e| anyhow::anyhow!("the VM cannot run: {e:#}"))
+                    .and_then(|tools| vm_stage(&tools, &targets, &args.vm_memory))
+                    .map(Some)
+            }
+            _ => unreachable!("stage names are checked above"),
+        };
+        results.push(StageResult {
+            name,
+            outcome,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+
+    println!("\n==> summary");
+    let mut total = Counts::default();
+    let mut failed = false;
+    for result in &results {
+        let (status, detail) = match &result.outcome {
+            Ok(Some(counts)) => {
+                total.add(*counts);
+                let status = if counts.failed > 0 { "FAILED" } else { "ok" };
+                (
+                    status,
+                    format!(
+                        "{} passed, {} failed, {} ignored",
+                        counts.passed, counts.failed, counts.ignored
+                    ),
+                )
+            }
+            Ok(None) => ("ok", String::new()),
+            Err(error) => ("FAILED", first_line(&format!("{error:#}"))),
+        };
+        failed |= status == "FAILED";
+        println!(
+            "stage {:<7} {:<7} {:>7.1}s  {detail}",
+            result.name, status, result.seconds
+        );
+    }
+    println!(
+        "total: {} passed, {} failed, {} skipped",
+        total.passed, total.failed, total.ignored
+    );
+    for result in &results {
+        if let Err(error) = &result.outcome {
+            eprintln!("stage {} failed: {error:#}", result.name);
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn banner(stage: &str) {
+    println!("\n==> stage {stage}");
+    let _ = std::io::stdout().flush();
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(120)
+        .collect()
+}
+
+/// Integration-test targets of the workspace, by name.
+#[derive(Debug, Default)]
+struct Targets {
+    vm: Vec<String>,
+    netns: Vec<String>,
+    other: Vec<String>,
+}
+
+fn test_targets() -> Result<Targets> {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(crate::workspace_root())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed ({})", out.status);
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut targets = Targets::default();
+    let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
+    for package in &packages {
+        if package["name"] == "xtask" {
+            continue;
+        }
+        for target in package["targets"].as_array().into_iter().flatten() {
+            let is_test = target["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|kind| kind == "test"));
+            let Some(name) = target["name"].as_str().filter(|_| is_test) else {
+                continue;
+            };
+            let list = if name.starts_with("vm_") {
+                &mut targets.vm
+            } else if name.starts_with("netns_") {
+                &mut targets.netns
+            } else {
+                &mut targets.other
+            };
+            list.push(name.to_string());
+        }
+    }
+    for list in [&mut targets.vm, &mut targets.netns, &mut targets.other] {
+        list.sort();
+        list.dedup();
+    }
+    Ok(targets)
+}
+
+/// Runs cargo in the workspace root, streaming its output; with `count`,
+/// returns the test counts read from its stdout.
+fn cargo(args: &[&str], count: bool) -> Result<Counts> {
+    let mut child = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(crate::workspace_root())
+        .stdin(Stdio::null())
+        .stdout(if count {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
+        .spawn()
+        .context("starting cargo")?;
+    let mut counts = Counts::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            counts.parse_line(&line);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(counts)
+}
+
+fn test_args<'a>(base: &[&'a str], targets: &'a [String]) -> Vec<&'a str> {
+    let mut args = base.to_vec();
+    for target in targets {
+        args.push("--test");
+        args.push(target);
+    }
+    args
+}
+
+fn unit(targets: &Targets) -> Result<Counts> {
+    let mut counts = cargo(
+        &test_args(&["test", "--workspace", "--lib", "--bins"], &targets.other),
+        true,
+    )?;
+    counts.add(cargo(&["test", "--workspace", "--doc"], true)?);
+    Ok(counts)
+}
+
+fn netns(targets: &Targets) -> Result<Counts> {
+    if targets.netns.is_empty() {
+        bail!("no netns_* test targets found");
+    }
+    if !crate::shell::is_root() {
+        bail!("host-namespace tests need root");
+    }
+    cargo(&test_args(&["test", "--workspace"], &targets.netns), true)
+}
+
+/// Builds the `vm_*` test binaries on the host and runs them all in one VM.
+fn vm_stage(tools: &VmTools, targets: &Targets, memory: &str) -> Result<Counts> {
+    if targets.vm.is_empty() {
+        bail!("no vm_* test targets found");
+    }
+    let args = test_args(
+        &[
+            "test",
+            "--workspace",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ],
+        &targets.vm,
+    );
+    let out = Command::new(env!("CARGO"))
+        .args(&args)
+        .current_dir(crate::workspace_root())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("building the VM tests")?;
+    if !out.status.success() {
+        bail!("building the VM tests failed ({})", out.status);
+    }
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] == "compiler-artifact" {
+            if let Some(executable) = message["executable"].as_str() {
+                binaries.push(executable.to_string());
+            }
+        }
+    }
+    if binaries.is_empty() {
+        bail!("cargo built no VM test binaries");
+    }
+    // One boot for all binaries: each runs its ignored (kernel) tests too,
+    // one at a time, and a failure does not stop the others.
+    let mut script = String::from("status=0\n");
+    for binary in &binaries {
+        let quoted = crate::shell::quote(binary);
+        script.push_str(&format!(
+            "echo \"     Running {quoted}\"\n{quoted} --include-ignored --test-threads=1 || status=1\n"
+        ));
+    }
+    script.push_str("exit $status\n");
+    let outcome = vm::run(
+        tools,
+        &VmArgs {
+            cpus: 2,
+            memory: memory.to_string(),
+            timeout: 1800,
+            keep: false,
+            command: vec!["sh".into(), "-c".into(), script],
+        },
+    )?;
+    let mut counts = Counts::default();
+    for line in String::from_utf8_lossy(&outcome.stdout).lines() {
+        counts.parse_line(line);
+    }
+    if outcome.status != 0 && counts.failed == 0 {
+        bail!("the VM tests exited with status {}", outcome.status);
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counts;
+
+    #[test]
+    fn counts_come_from_libtest_result_lines() {
+        let mut counts = Counts::default();
+        counts.parse_line(
+            "test result: ok. 5 passed; 1 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.18s",
+        );
+        counts.parse_line("test something ... ok");
+        counts.parse_line(
+            "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 7 filtered out",
+        );
+        assert_eq!((counts.passed, counts.failed, counts.ignored), (8, 1, 2));
+    }
+}
