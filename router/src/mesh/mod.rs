@@ -5,6 +5,8 @@
 //! the current time, and return what to send and when to wake up next. A
 //! thin tokio shell owns the sockets and timers.
 
+pub mod codec;
+pub mod connection;
 pub mod crypto;
 pub mod identity;
 pub mod wire;
