@@ -9,4 +9,6 @@ pub mod codec;
 pub mod connection;
 pub mod crypto;
 pub mod identity;
+pub mod peers;
+pub mod routes;
 pub mod wire;
