@@ -4,7 +4,10 @@ use clap::Parser;
 
 /// Command-line options of `weave-router`.
 #[derive(Debug, Parser)]
-#[command(version, about = "The weave-rs router, wire-compatible with Weave Net 2.8.1")]
+#[command(
+    version,
+    about = "The weave-rs router, wire-compatible with Weave Net 2.8.1"
+)]
 struct Options {}
 
 fn main() -> anyhow::Result<()> {
