@@ -4,5 +4,5 @@
 //! messages and the current time, and return actions); the tokio shell that
 //! drives them with sockets and timers is kept thin.
 
-pub mod mesh;
 pub mod ipam;
+pub mod mesh;
