@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod connection;
+pub mod connection_maker;
 pub mod crypto;
 pub mod identity;
 pub mod peers;
