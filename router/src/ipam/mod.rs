@@ -6,13 +6,26 @@
 //! ([`space`]); [`allocator`] ties them together as a state machine that
 //! takes inputs with the current time and returns outputs (replies, gossip,
 //! unicasts, persistence writes). Nothing here does I/O or reads a clock.
+//! [`messages`] holds the plain-Rust form of the wire payloads; the gob
+//! encoding in Weave's format belongs to the layer that drives the allocator.
 
 pub mod address;
+pub mod allocator;
+pub mod messages;
+pub mod paxos;
 pub mod peer;
 pub mod ring;
 pub mod space;
 
 pub use address::{Address, AddressError, Cidr, Range, cidr_view};
+pub use allocator::{
+    Allocator, CONTAINER_DIED_TIMEOUT, Config, InitMode, IpamMetrics, IpamStatus, NO_CONTAINER_ID,
+    PreClaim, TICK_INTERVAL,
+};
+pub use messages::{
+    GossipState, Input, OpError, OpId, Output, OwnedData, PendingReason, PersistWrite, Persisted,
+    Reply, UnicastMsg,
+};
 pub use peer::{PeerName, SeededRng};
 pub use ring::{Entry, MergeError, MergeReport, Ring, RingError};
 pub use space::Space;
