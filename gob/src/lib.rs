@@ -97,7 +97,14 @@ pub(crate) fn fixtures_for_fuzzing() -> Vec<Vec<u8>> {
     let mut f = Features::new();
     f.insert("Name".into(), "00:00:00:00:00:01".into());
     f.insert("UID".into(), "12345".into());
+    let go = |b: &[u8]| b.to_vec();
     vec![
+        go(include_bytes!("../tests/fixtures/gossip_state_paxos.gob")),
+        go(include_bytes!("../tests/fixtures/stream_mixed.gob")),
+        go(include_bytes!("../tests/fixtures/all_kinds.gob")),
+        go(include_bytes!("../tests/fixtures/topology_two_peers.gob")),
+        go(include_bytes!("../tests/fixtures/recursive_tree.gob")),
+        go(include_bytes!("../tests/fixtures/opaque_time.gob")),
         weave::mesh::encode_features(&f),
         weave::mesh::encode_topology(&[PeerUpdate {
             summary: PeerSummary {

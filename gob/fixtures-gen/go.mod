@@ -1,0 +1,3 @@
+module weavegobfixtures
+
+go 1.19
