@@ -1052,7 +1052,10 @@ impl Allocator {
             });
             return true;
         }
-        let want = p.subnet.range();
+        // Ask only for addresses usable in this subnet (Weave asks for the
+        // whole subnet, which lets two waiting peers hand its unusable
+        // network/broadcast addresses back and forth).
+        let want = p.subnet.host_range();
         let donors = self
             .ring
             .choose_peers_to_ask_for_space(want.start, want.end, &mut self.rng);
