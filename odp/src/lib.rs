@@ -10,4 +10,5 @@
 //!    batching and multicast groups;
 //! 3. handles: typed `Datapath`, `Vport`, `Flow` and `Packet` APIs.
 
+pub mod transport;
 pub mod wire;
