@@ -98,6 +98,25 @@ type gossipState struct {
 	Ring      *Ring
 }
 
+// --- DNS-shaped values (the nameserver gossip channel) ---
+
+type Entry struct {
+	ContainerID string
+	Origin      mesh.PeerName
+	Addr        Address
+	Hostname    string
+	lHostname   string
+	Version     int
+	Tombstone   int64
+}
+
+type Entries []Entry
+
+type GossipData struct {
+	Timestamp int64
+	Entries
+}
+
 // --- general codec coverage ---
 
 type inner struct {
@@ -334,6 +353,16 @@ var fixtures = map[string]func() []byte{
 	"stream_mixed": func() []byte {
 		g := gossipState{Now: 5, Nicknames: map[mesh.PeerName]string{0xa1: "host-a"}, Ring: ring1()}
 		return encodeAll("IPallocation", Range{Start: 1, End: 2}, g, Range{Start: 3, End: 4}, g)
+	},
+
+	// DNS gossip.
+	"dns_gossip_zero": func() []byte { return encodeAll(&GossipData{}) },
+	"dns_gossip": func() []byte {
+		return encodeAll(&GossipData{Timestamp: 1700000000, Entries: Entries{
+			{ContainerID: "c0ffee", Origin: 0xa1, Addr: 0x0a200001, Hostname: "web.weave.local", lHostname: "web.weave.local", Version: 2},
+			{ContainerID: "dead", Origin: 0xb2, Addr: 0x0a200002, Hostname: "DB.weave.local", Version: -1, Tombstone: 1700000005},
+			{},
+		}})
 	},
 
 	// General codec coverage.

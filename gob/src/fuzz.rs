@@ -25,6 +25,7 @@ pub fn fuzz_decode(data: &[u8]) {
     }
     let _ = weave::ipam::GossipState::from_gob_bytes(data);
     let _ = weave::ipam::IpamUnicast::decode(data);
+    let _ = weave::dns::DnsGossipData::from_gob_bytes(data);
 }
 
 /// Decodes every value it can from `data` and re-encodes them on one encoder.

@@ -33,6 +33,8 @@
 //!     [`PaxosClaims`](weave::ipam::PaxosClaims),
 //!     [`GossipState`](weave::ipam::GossipState) and
 //!     [`IpamUnicast`](weave::ipam::IpamUnicast).
+//!   - Module [`weave::dns`]: [`DnsEntry`](weave::dns::DnsEntry),
+//!     [`DnsGossipData`](weave::dns::DnsGossipData).
 //!
 //! The bytes are checked against fixtures written by Go's own encoder
 //! (`gob/fixtures-gen/`, output in `gob/tests/fixtures/`).

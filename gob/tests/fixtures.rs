@@ -654,3 +654,39 @@ fn typed_decoding_checks_kinds_and_ranges() {
     .unwrap();
     assert!(Range::from_gob_bytes(enc.bytes()).is_err());
 }
+
+#[test]
+fn dns_gossip() {
+    use weave_gob::weave::dns::{DnsEntry, DnsGossipData};
+    let want = DnsGossipData {
+        timestamp: 1_700_000_000,
+        entries: vec![
+            DnsEntry {
+                container_id: "c0ffee".into(),
+                origin: PeerName(0xa1),
+                addr: Address(0x0a20_0001),
+                hostname: "web.weave.local".into(),
+                version: 2,
+                tombstone: 0,
+            },
+            DnsEntry {
+                container_id: "dead".into(),
+                origin: PeerName(0xb2),
+                addr: Address(0x0a20_0002),
+                hostname: "DB.weave.local".into(),
+                version: -1,
+                tombstone: 1_700_000_005,
+            },
+            DnsEntry::default(),
+        ],
+    };
+    for (name, want) in [
+        ("dns_gossip", want),
+        ("dns_gossip_zero", DnsGossipData::default()),
+    ] {
+        let b = fixture(name);
+        assert_eq!(DnsGossipData::from_gob_bytes(&b).unwrap(), want, "{name}");
+        assert_eq!(want.to_gob_bytes(), b, "{name}");
+        assert!(!dynamic_round_trip(&b).is_empty());
+    }
+}

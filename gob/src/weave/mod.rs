@@ -5,6 +5,8 @@
 //!   envelope and the `topology` channel's peer and connection summaries.
 //! - [`ipam`]: the `IPallocation` channel: the gossip state (Paxos claims or
 //!   the ring) and the unicast space request / ring update / denial messages.
+//! - [`dns`]: the `nameserver` channel's DNS entries.
 
+pub mod dns;
 pub mod ipam;
 pub mod mesh;
