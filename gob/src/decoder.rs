@@ -23,16 +23,21 @@ pub struct DecodeLimits {
     /// Most values (every scalar, element and field counts one) in one
     /// top-level value; bounds memory to a small multiple of this.
     pub max_values: usize,
+    /// Most nodes in one [`GoType`] rebuilt from descriptors (shared
+    /// sub-types count every time they appear), so that descriptors
+    /// referring to one another many times cannot blow up.
+    pub max_type_nodes: usize,
 }
 
 impl Default for DecodeLimits {
     /// 16 MiB messages (Weave's mesh frames are at most 10 MiB), depth 64,
-    /// four million values.
+    /// four million values, types of ten thousand nodes.
     fn default() -> Self {
         DecodeLimits {
             max_message: 16 << 20,
             max_depth: 64,
             max_values: 4 << 20,
+            max_type_nodes: 10_000,
         }
     }
 }
@@ -118,13 +123,22 @@ impl<'a> Decoder<'a> {
     /// are marked as pointers so that fields absent on the wire stay absent
     /// when re-encoded. Recursive types give [`DecodeError::TooDeep`].
     pub fn go_type(&self, id: TypeId) -> Result<GoType, DecodeError> {
-        self.build_type(id, 0)
+        let mut budget = self.limits.max_type_nodes;
+        self.build_type(id, 0, &mut budget)
     }
 
-    fn build_type(&self, id: TypeId, depth: usize) -> Result<GoType, DecodeError> {
+    fn build_type(
+        &self,
+        id: TypeId,
+        depth: usize,
+        budget: &mut usize,
+    ) -> Result<GoType, DecodeError> {
         if depth > self.limits.max_depth {
             return Err(DecodeError::TooDeep(self.limits.max_depth));
         }
+        *budget = budget
+            .checked_sub(1)
+            .ok_or(DecodeError::TypeTooLarge(self.limits.max_type_nodes))?;
         let basic = match id {
             BOOL_ID => Some(GoType::Bool),
             INT_ID => Some(GoType::Int),
@@ -146,7 +160,7 @@ impl<'a> Decoder<'a> {
                 for (fname, fid) in fields {
                     fs.push(Field::pointer(
                         fname.clone(),
-                        self.build_type(*fid, depth + 1)?,
+                        self.build_type(*fid, depth + 1, budget)?,
                     ));
                 }
                 GoType::Struct(Arc::new(StructType {
@@ -155,17 +169,21 @@ impl<'a> Decoder<'a> {
                 }))
             }
             WireType::Slice { name, elem } => {
-                GoType::slice(name.clone(), self.build_type(*elem, depth + 1)?)
+                GoType::slice(name.clone(), self.build_type(*elem, depth + 1, budget)?)
             }
             WireType::Array { name, elem, len } => {
                 let len = u64::try_from(*len)
                     .map_err(|_| DecodeError::BadTypeDescriptor("negative array length"))?;
-                GoType::array(name.clone(), self.build_type(*elem, depth + 1)?, len)
+                GoType::array(
+                    name.clone(),
+                    self.build_type(*elem, depth + 1, budget)?,
+                    len,
+                )
             }
             WireType::Map { name, key, elem } => GoType::map(
                 name.clone(),
-                self.build_type(*key, depth + 1)?,
-                self.build_type(*elem, depth + 1)?,
+                self.build_type(*key, depth + 1, budget)?,
+                self.build_type(*elem, depth + 1, budget)?,
             ),
             WireType::Opaque { name, kind } => GoType::Opaque(Arc::new(OpaqueType {
                 name: name.clone(),

@@ -70,6 +70,9 @@ pub enum DecodeError {
     /// One top-level value holds more values than the configured limit.
     #[error("gob: more than {0} values in one top-level value")]
     TooManyValues(usize),
+    /// A type rebuilt from descriptors has more nodes than the configured limit.
+    #[error("gob: type description larger than {0} nodes")]
+    TypeTooLarge(usize),
     /// Something this implementation does not decode (non-nil interface values).
     #[error("gob: unsupported: {0}")]
     Unsupported(&'static str),

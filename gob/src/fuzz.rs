@@ -34,6 +34,7 @@ fn reencode(data: &[u8]) -> Vec<u8> {
         max_message: 1 << 20,
         max_depth: 32,
         max_values: 1 << 16,
+        max_type_nodes: 2000,
     };
     let mut dec = Decoder::with_limits(data, limits);
     let mut enc = Encoder::new();

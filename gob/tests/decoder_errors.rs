@@ -273,3 +273,38 @@ fn encoder_rejects_mismatched_values_and_leaves_stream_untouched() {
     assert!(enc.encode_value(&arr, &Value::Array(vec![])).is_err());
     assert!(enc.bytes().is_empty());
 }
+
+#[test]
+fn descriptors_sharing_sub_types_cannot_blow_up() {
+    use weave_gob::WireType;
+    use weave_gob::wire::{put_int, put_uint};
+    // T65 { A T66; B T66 }, T66 { A T67; B T67 }, ... 40 levels: a tree of
+    // 2^40 nodes if expanded.
+    let mut b = Vec::new();
+    let levels = 40;
+    for i in 0..levels {
+        let id = 65 + i;
+        let child = if i + 1 == levels { 3 } else { id + 1 };
+        let wt = WireType::Struct {
+            name: format!("T{i}"),
+            fields: vec![("A".into(), child), ("B".into(), child)],
+        };
+        let mut msg = Vec::new();
+        put_int(&mut msg, -id);
+        wt.encode(id, &mut msg);
+        put_uint(&mut b, msg.len() as u64);
+        b.extend_from_slice(&msg);
+    }
+    // A value of T65 with no fields set: [len 3][id 65 = ff 82][0].
+    b.extend_from_slice(&[0x03, 0xff, 0x82, 0x00]);
+    // Values decode (nothing is expanded)...
+    assert_eq!(
+        Decoder::new(&b).next_value(),
+        Ok(Some(Value::Struct(StructValue::new())))
+    );
+    // ...but the type description is refused, quickly.
+    assert_eq!(
+        Decoder::new(&b).next_dynamic().map(|_| ()),
+        Err(DecodeError::TypeTooLarge(10_000))
+    );
+}
