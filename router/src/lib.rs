@@ -6,3 +6,4 @@
 
 pub mod ipam;
 pub mod mesh;
+pub mod sleeve;
