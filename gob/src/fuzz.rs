@@ -68,7 +68,12 @@ mod tests {
     fn fuzz_decode_survives_random_and_mutated_input() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let seeds: Vec<Vec<u8>> = crate::fixtures_for_fuzzing();
-        for round in 0..6000u32 {
+        // WEAVE_GOB_FUZZ_ROUNDS raises the count for a longer local run.
+        let rounds: u32 = std::env::var("WEAVE_GOB_FUZZ_ROUNDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(6000);
+        for round in 0..rounds {
             let input: Vec<u8> = if round % 2 == 0 || seeds.is_empty() {
                 let len = (rng.next() % 200) as usize;
                 (0..len).map(|_| rng.next() as u8).collect()
