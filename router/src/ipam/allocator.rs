@@ -565,6 +565,26 @@ impl Allocator {
             ));
         }
         if !self.shutting_down {
+            // Each of our entries reports exactly the space's free count.
+            let entries = &self.ring.entries;
+            for (i, e) in entries.iter().enumerate() {
+                if e.peer != self.our_name {
+                    continue;
+                }
+                let next = entries[(i + 1) % entries.len()].token;
+                let free: u64 = self
+                    .ring
+                    .make_ranges(e.token, next)
+                    .iter()
+                    .map(|r| u64::from(self.space.num_free_in(*r)))
+                    .sum();
+                if free != u64::from(e.free) {
+                    return Err(format!(
+                        "entry {} reports {} free, space has {free}",
+                        e.token, e.free
+                    ));
+                }
+            }
             for (ident, d) in &self.owned {
                 for c in &d.cidrs {
                     if self.universe_range.contains(c.addr) && !self.space.is_used(c.addr) {
