@@ -4,9 +4,11 @@
 //!   (fmt, clippy, unit, host-namespace and VM tests) and prints a summary.
 //! - `cargo xtask vm -- <command>`: runs a command as root in a VM booted from
 //!   Debian's stock kernel, with the openvswitch datapath loaded.
+//! - `cargo xtask fuzz [TARGET…] [--seconds N]`: longer fuzz runs.
 //! - `cargo xtask setup`: only the installation step of `test`.
 //! - `cargo xtask lab`: the local multi-node lab (arrives with the data plane).
 
+mod fuzz;
 mod lab;
 mod setup;
 mod shell;
@@ -32,6 +34,8 @@ enum Command {
     Test(test::TestArgs),
     /// Run a command as root in a VM with the kernel openvswitch datapath.
     Vm(vm::VmArgs),
+    /// Run fuzz targets for a while (default: all, 60 s each).
+    Fuzz(fuzz::FuzzArgs),
     /// Install what the tests and the VM need (idempotent).
     Setup,
     /// Start the local multi-node lab.
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Test(args) => test::run(&args),
         Command::Vm(args) => vm::run_cli(&args),
+        Command::Fuzz(args) => fuzz::run_cli(&args),
         Command::Setup => setup::all().map(|_| ExitCode::SUCCESS),
         Command::Lab => lab::run(),
     };

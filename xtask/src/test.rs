@@ -6,7 +6,8 @@
 //!   `--include-ignored`) in one VM boot;
 //! - `netns_*` targets need root and network namespaces on the host;
 //! - everything else (lib, bin, other integration tests, doc tests) is a
-//!   unit test.
+//!   unit test;
+//! - every cargo-fuzz target runs for a few seconds in the fuzz stage.
 //!
 //! Every stage runs even when an earlier one failed, and the run ends with
 //! one summary line per stage and a total.
@@ -23,19 +24,22 @@ use crate::vm::{self, VmArgs};
 /// Options of `cargo xtask test`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TestArgs {
-    /// Run only these stages (setup, fmt, clippy, unit, netns, vm); repeatable.
+    /// Run only these stages (setup, fmt, clippy, unit, fuzz, netns, vm); repeatable.
     #[arg(long = "stage", value_name = "STAGE")]
     pub stages: Vec<String>,
     /// Do not install anything (assume the prerequisites are there).
     #[arg(long)]
     pub skip_setup: bool,
+    /// Seconds each fuzz target runs in the fuzz stage.
+    #[arg(long, default_value_t = 10)]
+    pub fuzz_seconds: u64,
     /// Memory of the test VM.
     #[arg(long, default_value = "3G")]
     pub vm_memory: String,
 }
 
 /// The stages, in the order they run.
-const STAGES: &[&str] = &["setup", "fmt", "clippy", "unit", "netns", "vm"];
+const STAGES: &[&str] = &["setup", "fmt", "clippy", "unit", "fuzz", "netns", "vm"];
 
 /// Test counts parsed from libtest's `test result:` lines.
 #[derive(Debug, Default, Clone, Copy)]
@@ -126,6 +130,13 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
             )
             .map(|_| None),
             "unit" => unit(&targets).map(Some),
+            "fuzz" => crate::fuzz::smoke(args.fuzz_seconds).map(|count| {
+                println!(
+                    "fuzz: {count} targets ran {} s each without a crash",
+                    args.fuzz_seconds
+                );
+                None
+            }),
             "netns" => netns(&targets).map(Some),
             "vm" => {
                 let tools = match tools.take() {
