@@ -7,5 +7,7 @@
 //! events and the current time and return what to send. The shell owns the
 //! capture socket, the UDP sockets and the timers.
 
+pub mod checksum;
 pub mod crypto;
+pub mod ethernet;
 pub mod frame;
