@@ -6,4 +6,5 @@
 
 pub mod ipam;
 pub mod mesh;
+pub mod net;
 pub mod sleeve;

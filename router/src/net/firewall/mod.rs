@@ -1,0 +1,167 @@
+//! Host firewall rules: FORWARD acceptance for the bridge, the WEAVE chains
+//! and the masquerading of exposed subnets, as Weave 2.8.1 sets them.
+//!
+//! # Why iptables (in the host's variant) and not a native nftables table
+//!
+//! Netfilter runs every base chain hooked at FORWARD, of every table, in
+//! both iptables variants and in native nftables. An ACCEPT only ends the
+//! packet's walk through its own chain; a DROP anywhere is final. Docker (and
+//! others) set the FORWARD policy of *their* table to DROP, so the only way to
+//! let bridge traffic through is a rule in that same chain, ahead of the
+//! drop. A native `inet weave` table could accept all it likes and the packet
+//! would still die in Docker's chain. The rules must therefore be iptables
+//! rules in whichever variant (legacy or nft) holds the host's other rules:
+//! Weave's breakage on iptables-nft hosts (weave#3968) was exactly a router
+//! writing into the other variant. [`detect`] picks the variant the way
+//! Kubernetes' iptables-wrapper does. Keeping Weave's chains and rules also
+//! means a Weave router and ours can replace each other on a host, and
+//! either's `reset` cleans up after the other.
+//!
+//! Rule generation ([`rules`]) is pure; [`Firewall`] applies it
+//! idempotently: chains are created when missing, rules appended only when
+//! absent, the FORWARD block re-inserted only when one of its rules is
+//! missing.
+
+pub mod detect;
+pub mod iptables;
+pub mod rules;
+
+use ipnet::Ipv4Net;
+
+use self::iptables::{Iptables, IptablesError, Variant};
+use self::rules::{FirewallConfig, Table, expose_rules, host_rules, teardown};
+
+/// Why the firewall could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    /// No iptables of either variant is installed.
+    #[error("no iptables command found (neither iptables-legacy nor iptables-nft)")]
+    NoIptables,
+    /// An iptables command failed.
+    #[error(transparent)]
+    Iptables(#[from] IptablesError),
+}
+
+/// The router's host rules, in one iptables variant.
+#[derive(Debug, Clone)]
+pub struct Firewall {
+    ipt: Iptables,
+    reason: String,
+}
+
+impl Firewall {
+    /// Picks the variant the host uses (in the calling thread's namespace).
+    pub fn detect() -> Result<Firewall, FirewallError> {
+        let choice = detect::detect().ok_or(FirewallError::NoIptables)?;
+        Ok(Firewall {
+            ipt: Iptables::new(choice.variant)?,
+            reason: choice.reason,
+        })
+    }
+
+    /// Uses `variant`.
+    pub fn with_variant(variant: Variant) -> Result<Firewall, FirewallError> {
+        Ok(Firewall {
+            ipt: Iptables::new(variant)?,
+            reason: "chosen by the caller".into(),
+        })
+    }
+
+    /// The variant in use.
+    pub fn variant(&self) -> Variant {
+        self.ipt.variant()
+    }
+
+    /// Why that variant was chosen.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The iptables commands used.
+    pub fn iptables(&self) -> &Iptables {
+        &self.ipt
+    }
+
+    /// Sets the rules up at router start: empties the chains of exposed
+    /// subnets, puts every rule in place, then exposes `exposed` again (the
+    /// bridge's addresses, which survive a router restart). Running it again
+    /// leaves one copy of everything.
+    pub fn setup(&self, config: &FirewallConfig, exposed: &[Ipv4Net]) -> Result<(), FirewallError> {
+        let set = host_rules(config);
+        for chain in &set.flushed_at_start {
+            self.ipt.clear_chain(chain)?;
+        }
+        for chain in &set.chains {
+            self.ipt.ensure_chain(chain)?;
+        }
+        for rule in &set.appended {
+            self.ipt.append_unique(rule)?;
+        }
+        self.ipt
+            .ensure_at_top(Table::Filter, "FORWARD", &set.forward_top)?;
+        for subnet in exposed {
+            self.expose(config, *subnet, false)?;
+        }
+        Ok(())
+    }
+
+    /// The rules that expose `subnet` (see [`rules::expose_rules`]).
+    pub fn expose(
+        &self,
+        config: &FirewallConfig,
+        subnet: Ipv4Net,
+        skip_nat: bool,
+    ) -> Result<(), FirewallError> {
+        for rule in expose_rules(subnet, skip_nat, config.npc) {
+            self.ipt.append_unique(&rule)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the rules that expose `subnet`.
+    pub fn hide(&self, config: &FirewallConfig, subnet: Ipv4Net) -> Result<(), FirewallError> {
+        for rule in expose_rules(subnet, false, config.npc) {
+            if self
+                .ipt
+                .chain_exists(&rules::Chain::new(rule.table, &rule.chain))?
+            {
+                self.ipt.delete_all(&rule)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes every rule and chain of the router (and of Weave) from one
+/// variant. Idempotent.
+pub fn teardown_variant(ipt: &Iptables, config: &FirewallConfig) -> Result<(), FirewallError> {
+    let down = teardown(config);
+    for rule in &down.rules {
+        let chains = ipt.chains(rule.table)?;
+        // No rule can jump to a chain that does not exist, and iptables
+        // refuses even to look for one.
+        let target_missing = rule
+            .jump_target()
+            .is_some_and(|t| t.starts_with("WEAVE") && !chains.iter().any(|c| c == t));
+        if chains.contains(&rule.chain) && !target_missing {
+            ipt.delete_all(rule)?;
+        }
+    }
+    for chain in &down.chains {
+        ipt.delete_chain(chain)?;
+    }
+    Ok(())
+}
+
+/// [`teardown_variant`] for every installed variant: rules may have been
+/// left in either by an earlier router or by Weave.
+pub fn teardown_all(config: &FirewallConfig) -> Result<Vec<Variant>, FirewallError> {
+    let mut cleaned = Vec::new();
+    for variant in Variant::ALL {
+        if let Ok(ipt) = Iptables::new(variant) {
+            teardown_variant(&ipt, config)?;
+            cleaned.push(variant);
+        }
+    }
+    Ok(cleaned)
+}
