@@ -24,7 +24,7 @@ pub use allocator::{
 };
 pub use messages::{
     GossipState, Input, OpError, OpId, Output, OwnedData, PendingReason, PersistWrite, Persisted,
-    Reply, UnicastMsg,
+    Reply, UnicastMsg, UpdateError,
 };
 pub use peer::{PeerName, SeededRng};
 pub use ring::{Entry, MergeError, MergeReport, Ring, RingError};
