@@ -59,11 +59,21 @@ pub fn reset_links(
             Some(kind) => report.left.push((name.clone(), kind)),
         }
     }
-    for link in rtnl.links()? {
-        if link.name.starts_with(VETH_PREFIX) && rtnl.delete_link(&link.name)? {
-            report.removed.push(link.name);
-        }
+    // Deleting one end of a veth pair takes the other with it; report every
+    // name that was there before and is gone after.
+    let veths: Vec<String> = rtnl
+        .links()?
+        .into_iter()
+        .map(|l| l.name)
+        .filter(|n| n.starts_with(VETH_PREFIX))
+        .collect();
+    for name in &veths {
+        rtnl.delete_link(name)?;
     }
+    let left: Vec<String> = rtnl.links()?.into_iter().map(|l| l.name).collect();
+    report
+        .removed
+        .extend(veths.into_iter().filter(|n| !left.contains(n)));
     Ok(report)
 }
 
