@@ -8,6 +8,9 @@
 //! capture socket, the UDP sockets and the timers.
 
 pub mod checksum;
+pub mod connection;
 pub mod crypto;
 pub mod ethernet;
 pub mod frame;
+pub mod heartbeat;
+pub mod pmtu;
