@@ -1,7 +1,7 @@
 //! The allocator's inputs and outputs, and the plain-Rust form of what
 //! crosses the wire (the `IPallocation` gossip state and the unicast
-//! messages). Encoding these in Weave's gob format is the job of the layer
-//! above; nothing here knows about bytes.
+//! messages). [`super::wire`] converts them to and from Weave's gob bytes;
+//! nothing here knows about bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

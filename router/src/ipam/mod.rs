@@ -6,8 +6,8 @@
 //! ([`space`]); [`allocator`] ties them together as a state machine that
 //! takes inputs with the current time and returns outputs (replies, gossip,
 //! unicasts, persistence writes). Nothing here does I/O or reads a clock.
-//! [`messages`] holds the plain-Rust form of the wire payloads; the gob
-//! encoding in Weave's format belongs to the layer that drives the allocator.
+//! [`messages`] holds the plain-Rust form of the wire payloads and [`wire`]
+//! turns them into Weave's gob bytes (through `weave-gob`) and back.
 
 pub mod address;
 pub mod allocator;
@@ -16,6 +16,7 @@ pub mod paxos;
 pub mod peer;
 pub mod ring;
 pub mod space;
+pub mod wire;
 
 pub use address::{Address, AddressError, Cidr, Range, cidr_view};
 pub use allocator::{

@@ -176,7 +176,7 @@ impl PaxosNode {
             .unwrap_or(0);
         let ours = self.knows.entry(self.id).or_default();
         ours.promise = ProposalId {
-            round: round + 1,
+            round: round.saturating_add(1),
             proposer: self.id,
         };
         if self.quorum == 1 {
