@@ -4,6 +4,7 @@
 //! messages and the current time, and return actions); the tokio shell that
 //! drives them with sockets and timers is kept thin.
 
+pub mod daemon;
 pub mod ipam;
 pub mod mesh;
 pub mod net;

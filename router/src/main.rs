@@ -1,19 +1,24 @@
 //! `weave-router`: the weave-rs router daemon.
 
+use std::process::ExitCode;
+
 use clap::Parser;
+use weave_router::daemon::{self, config::Options};
 
-/// Command-line options of `weave-router`.
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    about = "The weave-rs router, wire-compatible with Weave Net 2.8.1"
-)]
-struct Options {}
-
-fn main() -> anyhow::Result<()> {
-    let _options = Options::parse();
+fn main() -> ExitCode {
+    let options = Options::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&options.log_level));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .init();
-    anyhow::bail!("weave-router has no data plane yet: the mesh and fastdp issues add it")
+    match daemon::run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("weave-router: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,182 @@
+//! The command line of `weave-router`, with Weave Net's `weaver` flag names
+//! and defaults so that an operator's existing invocations carry over.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use ipnet::Ipv4Net;
+
+/// The default mesh port: TCP for control, UDP for sleeve (fastdp uses +1).
+pub const DEFAULT_PORT: u16 = 6783;
+
+/// Command line of `weave-router`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "weave-router",
+    version,
+    about = "The weave-rs router, wire-compatible with Weave Net 2.8.1"
+)]
+pub struct Options {
+    /// What to do; without a subcommand the router runs.
+    #[command(subcommand)]
+    pub command: Option<Action>,
+
+    /// Peer name (48 bits, written as a MAC); default: the weave bridge's
+    /// MAC, else the MAC of the interface with the default route.
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Nickname shown in status; default: the host name.
+    #[arg(long)]
+    pub nickname: Option<String>,
+
+    /// TCP port for mesh connections (UDP: sleeve; port+1: VXLAN).
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Address to bind the mesh listener to (all addresses if absent).
+    #[arg(long)]
+    pub host: Option<std::net::IpAddr>,
+
+    /// Network password: encrypts control and sleeve traffic. Also read
+    /// from WEAVE_PASSWORD.
+    #[arg(long, env = "WEAVE_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+
+    /// Maximum number of mesh connections (0: unlimited).
+    #[arg(long, default_value_t = 200)]
+    pub conn_limit: u32,
+
+    /// Comma-separated subnets whose peers are trusted: no encryption to them.
+    #[arg(long, value_delimiter = ',')]
+    pub trusted_subnets: Vec<Ipv4Net>,
+
+    /// Reconnect to the peers remembered from the last run instead of the
+    /// positional ones.
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Do not connect to peers learnt from other peers.
+    #[arg(long)]
+    pub no_discovery: bool,
+
+    /// Address of the HTTP API (empty to disable).
+    #[arg(long, default_value = "127.0.0.1:6784")]
+    pub http_addr: String,
+
+    /// Address of the status and metrics interface (empty to disable).
+    #[arg(long, default_value = "127.0.0.1:6782")]
+    pub status_addr: String,
+
+    /// The range IP addresses are allocated from.
+    #[arg(long, default_value = "10.32.0.0/12")]
+    pub ipalloc_range: Ipv4Net,
+
+    /// Subnet to allocate within by default (default: the whole range).
+    #[arg(long)]
+    pub ipalloc_default_subnet: Option<Ipv4Net>,
+
+    /// How the allocator's ring starts: `consensus[=N]`, `seed=<names>` or
+    /// `observer` (default: consensus among the initial peers).
+    #[arg(long)]
+    pub ipalloc_init: Option<String>,
+
+    /// Path prefix of the router's persistent data (`<prefix>data.db`).
+    #[arg(long, default_value = "/weavedb/weave")]
+    pub db_prefix: PathBuf,
+
+    /// Name of the weave bridge.
+    #[arg(long, default_value = "weave")]
+    pub weave_bridge: String,
+
+    /// Name of the Open vSwitch datapath (BridgedFastdp).
+    #[arg(long, default_value = "datapath")]
+    pub datapath: String,
+
+    /// Disable the fast datapath: use sleeve only.
+    #[arg(long)]
+    pub no_fastdp: bool,
+
+    /// Use Fastdp (the weave bridge is the datapath) instead of
+    /// BridgedFastdp.
+    #[arg(long)]
+    pub no_bridged_fastdp: bool,
+
+    /// MTU of the overlay (default 1376).
+    #[arg(long)]
+    pub mtu: Option<u32>,
+
+    /// Log level: error, warn, info, debug or trace (RUST_LOG overrides).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+
+    /// Initial peers: addresses or host names, optionally with `:port`.
+    #[arg(value_name = "PEER")]
+    pub peers: Vec<String>,
+}
+
+/// Subcommands of `weave-router`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Action {
+    /// Print the peer name this router would use, and exit.
+    PrintPeerName,
+}
+
+impl Options {
+    /// The HTTP API address, or `None` when disabled.
+    pub fn http_addr(&self) -> Result<Option<SocketAddr>, String> {
+        parse_optional_addr("--http-addr", &self.http_addr)
+    }
+
+    /// The status address, or `None` when disabled.
+    pub fn status_addr(&self) -> Result<Option<SocketAddr>, String> {
+        parse_optional_addr("--status-addr", &self.status_addr)
+    }
+}
+
+fn parse_optional_addr(flag: &str, text: &str) -> Result<Option<SocketAddr>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|error| format!("{flag} {text:?}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weaver_style_flags_parse() {
+        let options = Options::try_parse_from([
+            "weave-router",
+            "--name",
+            "00:00:00:00:00:01",
+            "--trusted-subnets",
+            "10.0.0.0/8,192.168.0.0/16",
+            "--http-addr",
+            "",
+            "10.0.0.2",
+            "host3:6790",
+        ])
+        .expect("parse");
+        assert_eq!(options.trusted_subnets.len(), 2);
+        assert_eq!(options.http_addr(), Ok(None));
+        assert_eq!(options.peers, ["10.0.0.2", "host3:6790"]);
+        assert_eq!(options.port, 6783);
+        assert_eq!(options.ipalloc_range.to_string(), "10.32.0.0/12");
+    }
+
+    #[test]
+    fn bad_flags_are_errors_not_panics() {
+        assert!(
+            Options::try_parse_from(["weave-router", "--ipalloc-range", "10.0.0.0/33"]).is_err()
+        );
+        assert!(Options::try_parse_from(["weave-router", "--port", "70000"]).is_err());
+        let options =
+            Options::try_parse_from(["weave-router", "--status-addr", "nowhere"]).expect("parse");
+        assert!(options.status_addr().is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! The `weave-router` daemon: the tokio shell around the sans-IO cores.
+//!
+//! [`run`] reads the configuration, builds the cores with an RNG seeded
+//! from the OS (the seed is logged, so a run can be replayed in the
+//! simulator), binds the mesh listener and the HTTP interfaces, and hands
+//! everything to the router task ([`actor::RouterTask`]).
+
+pub mod actor;
+pub mod config;
+pub mod http;
+pub mod identity;
+pub mod status;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+use ipnet::IpNet;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::mesh::codec::GobCodec;
+use crate::mesh::identity::PeerName;
+use crate::mesh::router::{MeshConfig, MeshRouter};
+use actor::{Event, RouterTask};
+use config::{Action, Options};
+
+/// Our version, as `/status` shows it.
+pub const VERSION: &str = concat!("weave-rs ", env!("CARGO_PKG_VERSION"));
+
+/// Runs `weave-router` with parsed options until it is stopped.
+pub fn run(options: Options) -> Result<()> {
+    let name = match &options.name {
+        Some(name) => name
+            .parse::<PeerName>()
+            .map_err(|error| anyhow!("--name: {error}"))?,
+        None => identity::default_name(&options.weave_bridge).map_err(|error| anyhow!(error))?,
+    };
+    if let Some(Action::PrintPeerName) = options.command {
+        println!("{name}");
+        return Ok(());
+    }
+    if options.resume && !options.peers.is_empty() {
+        return Err(anyhow!(
+            "--resume reconnects to the peers of the last run: do not also give peers"
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(options, name))
+}
+
+async fn serve(options: Options, name: PeerName) -> Result<()> {
+    let nickname = options
+        .nickname
+        .clone()
+        .unwrap_or_else(identity::default_nickname);
+    let http_addr = options.http_addr().map_err(|error| anyhow!(error))?;
+    let status_addr = options.status_addr().map_err(|error| anyhow!(error))?;
+
+    let mut config = MeshConfig::new(name, &nickname);
+    config.port = options.port;
+    config.password = options.password.clone().map(String::into_bytes);
+    config.conn_limit = options.conn_limit as usize;
+    config.peer_discovery = !options.no_discovery;
+    config.trusted_subnets = options
+        .trusted_subnets
+        .iter()
+        .map(|net| IpNet::V4(*net))
+        .collect();
+    if config.password.is_some() {
+        info!("communication between peers via untrusted networks is encrypted");
+    } else {
+        info!("communication between peers is unencrypted");
+    }
+
+    let seed: u64 = rand::random();
+    info!(%name, %nickname, seed, "starting {VERSION}");
+    let rng = StdRng::seed_from_u64(seed);
+    let mesh = MeshRouter::new(config, Box::new(GobCodec), rng, Instant::now());
+
+    let bind_ip = options.host.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let listener = TcpListener::bind(SocketAddr::new(bind_ip, options.port))
+        .await
+        .with_context(|| format!("listening on TCP port {}", options.port))?;
+
+    let (events, queue) = mpsc::unbounded_channel();
+    tokio::spawn(actor::accept_loop(listener, events.clone()));
+    if let Some(addr) = http_addr {
+        let router = http::api_router(events.clone());
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the HTTP API to {addr}"))?;
+        info!(%addr, "HTTP API listening");
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                warn!(%error, "HTTP API stopped");
+            }
+        });
+    }
+    if let Some(addr) = status_addr {
+        let router = http::status_router(events.clone());
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the status interface to {addr}"))?;
+        info!(%addr, "status interface listening");
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                warn!(%error, "status interface stopped");
+            }
+        });
+    }
+
+    match http::resolve_all(&options.peers).await {
+        Ok(peers) if !peers.is_empty() => {
+            let (reply, _done) = tokio::sync::oneshot::channel();
+            let control = actor::Control::Connect {
+                peers,
+                replace: false,
+                reply,
+            };
+            let _ = events.send(Event::Control(control));
+        }
+        Ok(_) => {}
+        Err(errors) => return Err(anyhow!("initial peers: {}", errors.join("; "))),
+    }
+
+    let task = RouterTask::new(mesh, VERSION.to_string(), events);
+    tokio::select! {
+        () = task.run(queue) => {}
+        _ = tokio::signal::ctrl_c() => info!("interrupted: stopping"),
+        () = terminated() => info!("terminated: stopping"),
+    }
+    Ok(())
+}
+
+/// Resolves when SIGTERM arrives.
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,294 @@
+//! Status pages in Weave Net's formats: the text of `/status` and its
+//! sub-pages (what `weave status` prints), the JSON of `/report`, and the
+//! Prometheus text of `/metrics`. Pure functions of a [`Snapshot`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::mesh::router::{ConnectionStatus, MeshCounters, MeshStatus};
+
+/// Everything the status pages show, taken from the router in one go.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Our version string.
+    pub version: String,
+    /// The mesh.
+    pub mesh: MeshStatus,
+    /// Mesh counters.
+    pub counters: MeshCounters,
+}
+
+/// The connection states in the order Weave lists their counts.
+const CONNECTION_STATES: &[&str] = &["established", "pending", "retrying", "failed", "connecting"];
+
+fn enabled(flag: bool) -> &'static str {
+    if flag { "enabled" } else { "disabled" }
+}
+
+fn counts(counts: &BTreeMap<&str, usize>, order: &[&str]) -> String {
+    order
+        .iter()
+        .filter_map(|state| counts.get(state).map(|n| format!("{n} {state}")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `GET /status`.
+pub fn status_text(snapshot: &Snapshot) -> String {
+    let mesh = &snapshot.mesh;
+    let protocol = if mesh.protocol_min_version == mesh.protocol_max_version {
+        mesh.protocol_max_version.to_string()
+    } else {
+        format!(
+            "{}..{}",
+            mesh.protocol_min_version, mesh.protocol_max_version
+        )
+    };
+    let mut conn_counts = BTreeMap::new();
+    for conn in &mesh.connections {
+        *conn_counts.entry(conn.state.as_str()).or_insert(0) += 1;
+    }
+    let mut peer_conn_counts = BTreeMap::new();
+    for peer in &mesh.peers {
+        for conn in &peer.connections {
+            let state = if conn.established {
+                "established"
+            } else {
+                "pending"
+            };
+            *peer_conn_counts.entry(state).or_insert(0) += 1;
+        }
+    }
+    let conn_counts = counts(&conn_counts, CONNECTION_STATES);
+    let peer_conn_counts = counts(&peer_conn_counts, &["established", "pending"]);
+    let mut out = String::new();
+    let _ = writeln!(out, "        Version: {}", snapshot.version);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "        Service: router");
+    let _ = writeln!(out, "       Protocol: weave {protocol}");
+    let _ = writeln!(out, "           Name: {}({})", mesh.name, mesh.nickname);
+    let _ = writeln!(out, "     Encryption: {}", enabled(mesh.encryption));
+    let _ = writeln!(out, "  PeerDiscovery: {}", enabled(mesh.peer_discovery));
+    let _ = writeln!(out, "        Targets: {}", mesh.targets.len());
+    let _ = write!(out, "    Connections: {}", mesh.connections.len());
+    if !conn_counts.is_empty() {
+        let _ = write!(out, " ({conn_counts})");
+    }
+    let _ = writeln!(out);
+    let _ = write!(out, "          Peers: {}", mesh.peers.len());
+    if !peer_conn_counts.is_empty() {
+        let _ = write!(out, " (with {peer_conn_counts} connections)");
+    }
+    let _ = writeln!(out);
+    let trusted = if mesh.trusted_subnets.is_empty() {
+        "none".to_string()
+    } else {
+        mesh.trusted_subnets.join(", ")
+    };
+    let _ = writeln!(out, " TrustedSubnets: {trusted}");
+    out
+}
+
+/// `GET /status/targets`: one target per line.
+pub fn targets_text(snapshot: &Snapshot) -> String {
+    snapshot
+        .mesh
+        .targets
+        .iter()
+        .map(|target| format!("{target}\n"))
+        .collect()
+}
+
+fn direction(outbound: bool) -> &'static str {
+    if outbound { "->" } else { "<-" }
+}
+
+/// `GET /status/connections`: one line per connection or attempt.
+pub fn connections_text(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    for conn in &snapshot.mesh.connections {
+        let attrs = if conn.encrypted { " encrypted" } else { "" };
+        let _ = writeln!(
+            out,
+            "{} {:<21} {:<11} {}{attrs}",
+            direction(conn.outbound),
+            conn.address,
+            conn.state,
+            conn.info
+        );
+    }
+    out
+}
+
+/// `GET /status/peers`: each peer and the connections it reports.
+pub fn peers_text(snapshot: &Snapshot) -> String {
+    let mesh = &snapshot.mesh;
+    let nicknames: BTreeMap<_, _> = mesh
+        .peers
+        .iter()
+        .map(|peer| (peer.name, peer.nickname.as_str()))
+        .collect();
+    let mut out = String::new();
+    for peer in &mesh.peers {
+        let _ = writeln!(out, "{}({})", peer.name, peer.nickname);
+        for conn in &peer.connections {
+            let nickname = nicknames.get(&conn.remote).copied().unwrap_or("");
+            let _ = writeln!(
+                out,
+                "   {} {:<21} {:<37} {}",
+                direction(conn.outbound),
+                conn.remote_tcp_addr,
+                format!("{}({nickname})", conn.remote),
+                if conn.established {
+                    "established"
+                } else {
+                    "pending"
+                }
+            );
+        }
+    }
+    out
+}
+
+fn connection_json(conn: &ConnectionStatus) -> Value {
+    let mut attrs = serde_json::Map::new();
+    if let Some((name, nickname)) = &conn.remote {
+        attrs.insert("name".into(), json!(name.to_string()));
+        attrs.insert("nickname".into(), json!(nickname));
+    }
+    if conn.encrypted {
+        attrs.insert("encrypted".into(), json!(true));
+    }
+    json!({
+        "Address": conn.address,
+        "Outbound": conn.outbound,
+        "State": conn.state,
+        "Info": conn.info,
+        "Attrs": attrs,
+    })
+}
+
+/// `GET /report`: the JSON document `weave report` prints, with Weave's
+/// field names for the parts we have.
+pub fn report_json(snapshot: &Snapshot) -> Value {
+    let mesh = &snapshot.mesh;
+    let nicknames: BTreeMap<_, _> = mesh
+        .peers
+        .iter()
+        .map(|peer| (peer.name, peer.nickname.clone()))
+        .collect();
+    let peers: Vec<Value> = mesh
+        .peers
+        .iter()
+        .map(|peer| {
+            let connections: Vec<Value> = peer
+                .connections
+                .iter()
+                .map(|conn| {
+                    json!({
+                        "Name": conn.remote.to_string(),
+                        "NickName": nicknames.get(&conn.remote).cloned().unwrap_or_default(),
+                        "Address": conn.remote_tcp_addr,
+                        "Outbound": conn.outbound,
+                        "Established": conn.established,
+                    })
+                })
+                .collect();
+            json!({
+                "Name": peer.name.to_string(),
+                "NickName": peer.nickname,
+                "UID": peer.uid.0,
+                "ShortID": peer.short_id.get(),
+                "Version": peer.version,
+                "Connections": connections,
+            })
+        })
+        .collect();
+    let unicast: Vec<Value> = mesh
+        .unicast_routes
+        .iter()
+        .map(|(dest, via)| json!({"Dest": dest.to_string(), "Via": via.to_string()}))
+        .collect();
+    json!({
+        "Ready": true,
+        "Version": snapshot.version,
+        "Router": {
+            "Protocol": "weave",
+            "ProtocolMinVersion": mesh.protocol_min_version,
+            "ProtocolMaxVersion": mesh.protocol_max_version,
+            "Encryption": mesh.encryption,
+            "PeerDiscovery": mesh.peer_discovery,
+            "Name": mesh.name.to_string(),
+            "NickName": mesh.nickname,
+            "Port": mesh.port,
+            "Peers": peers,
+            "UnicastRoutes": unicast,
+            "BroadcastRoutes": mesh.broadcast_routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "Connections": mesh.connections.iter().map(connection_json).collect::<Vec<_>>(),
+            "TerminationCount": mesh.termination_count,
+            "Targets": mesh.targets,
+            "TrustedSubnets": mesh.trusted_subnets,
+        },
+    })
+}
+
+/// `GET /metrics`: Prometheus text exposition, with Weave's metric names.
+pub fn metrics_text(snapshot: &Snapshot) -> String {
+    let mesh = &snapshot.mesh;
+    let mut out = String::new();
+    let mut by_label: BTreeMap<(String, &str), usize> = BTreeMap::new();
+    for conn in &mesh.connections {
+        let encryption = if conn.encrypted { "yes" } else { "no" };
+        *by_label
+            .entry((conn.state.clone(), encryption))
+            .or_insert(0) += 1;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weave_connections Number of peer-to-peer connections."
+    );
+    let _ = writeln!(out, "# TYPE weave_connections gauge");
+    for state in CONNECTION_STATES {
+        for encryption in ["no", "yes"] {
+            let n = by_label
+                .get(&((*state).to_string(), encryption))
+                .copied()
+                .unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "weave_connections{{encryption=\"{encryption}\",state=\"{state}\",type=\"\"}} {n}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weave_connection_terminations_total Number of peer-to-peer connections terminated."
+    );
+    let _ = writeln!(out, "# TYPE weave_connection_terminations_total counter");
+    let _ = writeln!(
+        out,
+        "weave_connection_terminations_total {}",
+        mesh.termination_count
+    );
+    let _ = writeln!(out, "# HELP weave_peers Number of peers known.");
+    let _ = writeln!(out, "# TYPE weave_peers gauge");
+    let _ = writeln!(out, "weave_peers {}", mesh.peers.len());
+    let _ = writeln!(
+        out,
+        "# HELP weave_gossip_messages_total Gossip messages, by direction."
+    );
+    let _ = writeln!(out, "# TYPE weave_gossip_messages_total counter");
+    let _ = writeln!(
+        out,
+        "weave_gossip_messages_total{{direction=\"sent\"}} {}",
+        snapshot.counters.gossip_sent
+    );
+    let _ = writeln!(
+        out,
+        "weave_gossip_messages_total{{direction=\"received\"}} {}",
+        snapshot.counters.gossip_received
+    );
+    out
+}

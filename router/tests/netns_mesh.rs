@@ -1,0 +1,259 @@
+//! The mesh with real `weave-router` processes, one per network namespace
+//! on a shared underlay: full mesh from a chain of targets, rerouting when
+//! a peer dies, a wrong password refused, `/connect` and `/forget`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use weave_tests::{Host, Lab, Process, wait_for};
+
+const ROUTER: &str = env!("CARGO_BIN_EXE_weave-router");
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Starts a router on `host` named `00:00:00:00:00:0<index+1>`.
+fn start(host: &Host, extra: &[&str], peers: &[&Host]) -> Result<Process> {
+    let name = format!("00:00:00:00:00:{:02x}", host.index() + 1);
+    let nickname = format!("h{}", host.index());
+    let db = format!(
+        "/tmp/netns-mesh-{}-{}/weave",
+        std::process::id(),
+        host.netns()
+    );
+    let mut argv: Vec<String> = vec![
+        ROUTER.into(),
+        "--name".into(),
+        name,
+        "--nickname".into(),
+        nickname,
+        "--db-prefix".into(),
+        db,
+        "--log-level".into(),
+        "debug".into(),
+    ];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    argv.extend(peers.iter().map(|peer| peer.underlay_ip().to_string()));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    host.spawn("router", &argv)
+}
+
+fn http(host: &Host, method: &str, path: &str, data: &[&str]) -> Result<String> {
+    let url = format!("http://127.0.0.1:6784{path}");
+    let mut argv = vec!["curl", "-sS", "--fail-with-body", "-X", method, &url];
+    for d in data {
+        argv.extend(["--data-urlencode", d]);
+    }
+    Ok(host.run(&argv)?.stdout)
+}
+
+fn report(host: &Host) -> Result<Value> {
+    let text = http(host, "GET", "/report", &[])?;
+    serde_json::from_str(&text).with_context(|| format!("report is not JSON: {text}"))
+}
+
+/// Names of the peers `host` knows, and how many established connections
+/// its own entry lists.
+fn view(host: &Host) -> Result<(Vec<String>, usize)> {
+    let report = report(host)?;
+    let me = report["Router"]["Name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let peers = report["Router"]["Peers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut names: Vec<String> = peers
+        .iter()
+        .filter_map(|p| p["Name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    let established = peers
+        .iter()
+        .find(|p| p["Name"] == me.as_str())
+        .and_then(|p| p["Connections"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c["Established"] == true)
+        .count();
+    Ok((names, established))
+}
+
+fn with_logs<T>(result: Result<T>, routers: &[&Process]) -> Result<T> {
+    result.map_err(|error| {
+        let logs: Vec<String> = routers
+            .iter()
+            .map(|r| format!("--- {} ---\n{}", r.description(), tail(&r.log(), 30)))
+            .collect();
+        error.context(logs.join("\n"))
+    })
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[test]
+fn netns_mesh_five_routers_form_a_full_mesh_from_a_chain() -> Result<()> {
+    let lab = Lab::new(5)?;
+    let mut routers = Vec::new();
+    for i in 0..5 {
+        let peers: Vec<&Host> = if i == 0 {
+            vec![]
+        } else {
+            vec![lab.host(i - 1)]
+        };
+        routers.push(start(lab.host(i), &[], &peers)?);
+    }
+    let refs: Vec<&Process> = routers.iter().collect();
+    with_logs(
+        wait_for(
+            SETTLE,
+            "every router to see 5 peers and 4 connections",
+            || {
+                for host in lab.hosts() {
+                    let (names, established) = view(host)?;
+                    if names.len() != 5 || established != 4 {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            },
+        ),
+        &refs,
+    )?;
+    let status = http(lab.host(2), "GET", "/status", &[])?;
+    ensure!(status.contains("Peers: 5"), "/status:\n{status}");
+    ensure!(
+        status.contains("Connections: 4 (4 established)"),
+        "/status:\n{status}"
+    );
+    let peers = http(lab.host(0), "GET", "/status/peers", &[])?;
+    for i in 0..5 {
+        ensure!(
+            peers.contains(&format!("00:00:00:00:00:{:02x}(h{i})", i + 1)),
+            "{peers}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn netns_mesh_routes_around_a_dead_peer() -> Result<()> {
+    // A square without discovery: 0-1-2 and 0-3-2. Traffic from 0 to 2
+    // goes through 1 or 3; kill that one and the route moves to the other.
+    let lab = Lab::new(4)?;
+    let no_discovery = ["--no-discovery"];
+    let r0 = start(lab.host(0), &no_discovery, &[])?;
+    let r1 = start(lab.host(1), &no_discovery, &[lab.host(0)])?;
+    let r2 = start(lab.host(2), &no_discovery, &[lab.host(1), lab.host(3)])?;
+    let r3 = start(lab.host(3), &no_discovery, &[lab.host(0)])?;
+    let mut routers = [r0, r1, r2, r3];
+    let via = |host: &Host| -> Result<Option<String>> {
+        let report = report(host)?;
+        Ok(report["Router"]["UnicastRoutes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["Dest"] == "00:00:00:00:00:03")
+            .and_then(|r| r["Via"].as_str().map(str::to_string)))
+    };
+    let refs: Vec<&Process> = routers.iter().collect();
+    with_logs(
+        wait_for(SETTLE, "host 0 to have a route to host 2", || {
+            Ok(view(lab.host(0))?.0.len() == 4 && via(lab.host(0))?.is_some())
+        }),
+        &refs,
+    )?;
+    let first = via(lab.host(0))?.context("route")?;
+    let (dead, other) = match first.as_str() {
+        "00:00:00:00:00:02" => (1, "00:00:00:00:00:04"),
+        "00:00:00:00:00:04" => (3, "00:00:00:00:00:02"),
+        via => anyhow::bail!("unexpected next hop {via}"),
+    };
+    routers[dead].kill()?;
+    let refs: Vec<&Process> = routers.iter().collect();
+    with_logs(
+        wait_for(SETTLE, "the route to move and the dead peer to go", || {
+            let (names, _) = view(lab.host(0))?;
+            Ok(via(lab.host(0))?.as_deref() == Some(other) && names.len() == 3)
+        }),
+        &refs,
+    )?;
+    Ok(())
+}
+
+#[test]
+fn netns_mesh_wrong_password_is_refused_on_both_sides() -> Result<()> {
+    let lab = Lab::new(2)?;
+    let r0 = start(lab.host(0), &["--password", "right"], &[])?;
+    let r1 = start(lab.host(1), &["--password", "wrong"], &[lab.host(0)])?;
+    let refs = [&r0, &r1];
+    with_logs(
+        wait_for(SETTLE, "both logs to report the password mismatch", || {
+            let needle = "password";
+            Ok(
+                r0.log().to_lowercase().contains(needle)
+                    && r1.log().to_lowercase().contains(needle),
+            )
+        }),
+        &refs,
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    let (names, established) = view(lab.host(0))?;
+    ensure!(
+        names.len() == 1 && established == 0,
+        "connected anyway: {names:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn netns_mesh_connect_and_forget_over_http() -> Result<()> {
+    let lab = Lab::new(2)?;
+    let r0 = start(lab.host(0), &[], &[])?;
+    let r1 = start(lab.host(1), &[], &[])?;
+    let refs = [&r0, &r1];
+    let target = lab.host(1).underlay_ip().to_string();
+    with_logs(
+        wait_for(SETTLE, "the HTTP API", || {
+            Ok(http(lab.host(0), "GET", "/status", &[]).is_ok())
+        }),
+        &refs,
+    )?;
+    http(
+        lab.host(0),
+        "POST",
+        "/connect",
+        &[&format!("peer={target}")],
+    )?;
+    with_logs(
+        wait_for(SETTLE, "the two routers to connect", || {
+            Ok(view(lab.host(0))?.1 == 1)
+        }),
+        &refs,
+    )?;
+    let targets = http(lab.host(0), "GET", "/status/targets", &[])?;
+    ensure!(targets.lines().any(|t| t == target), "targets: {targets:?}");
+    http(lab.host(0), "POST", "/forget", &[&format!("peer={target}")])?;
+    let targets = http(lab.host(0), "GET", "/status/targets", &[])?;
+    ensure!(!targets.contains(&target), "still a target: {targets:?}");
+    // A malformed peer is a 400 with a message, not a crash.
+    let bad = lab
+        .host(0)
+        .cmd("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args([
+            "--data",
+            "peer=bad:port:x:",
+            "http://127.0.0.1:6784/connect",
+        ])
+        .output()?;
+    ensure!(
+        bad.stdout.trim() == "400",
+        "malformed peer gave {}",
+        bad.stdout
+    );
+    Ok(())
+}
