@@ -11,6 +11,8 @@ pub mod checksum;
 pub mod connection;
 pub mod crypto;
 pub mod ethernet;
+pub mod fastdp_health;
 pub mod frame;
 pub mod heartbeat;
+pub mod overlay_switch;
 pub mod pmtu;
