@@ -69,6 +69,7 @@ fn allocation_waits_for_consensus_and_status_says_why() {
             .contains("awaiting consensus")
     );
     assert_eq!(alloc(&sim, 0).metrics().pending_allocates, 1);
+    assert_eq!(st.status_line(), "awaiting consensus (quorum: 2, known: 1)");
 
     sim.heal();
     sim.tick();
@@ -78,7 +79,22 @@ fn allocation_waits_for_consensus_and_status_says_why() {
     assert!(sim.settle(10));
     let ring = alloc(&sim, 1).ring();
     assert!(ring.seeds.len() >= 2, "{:?}", ring.seeds);
-    assert!(alloc(&sim, 0).status().paxos.is_none());
+    let st = alloc(&sim, 0).status();
+    assert!(st.paxos.is_none());
+    assert_eq!(st.status_line(), "ready");
+    let text = st.ranges_text();
+    let first = text.lines().next().unwrap_or_default();
+    assert!(first.starts_with("00:00:00:00:00:01(host1)"), "{text}");
+    assert!(first.ends_with("(1 active)"), "{text}");
+    assert!(text.contains("% of total)"), "{text}");
+    assert_eq!(
+        text.lines().count(),
+        st.entries
+            .iter()
+            .map(|e| e.peer)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    );
 }
 
 #[test]
@@ -397,4 +413,36 @@ fn dead_container_addresses_are_released_after_timeout() {
     }
     assert!(!alloc(&sim, 0).owned().contains_key(&c));
     assert_eq!(alloc(&sim, 0).metrics().ips, 0);
+}
+
+#[test]
+fn restart_during_consensus_keeps_the_paxos_identity() {
+    // Peer 0 proposes while alone, restarts, and must come back as the same
+    // acceptor (same node id, same promise), not as a fresh voter.
+    let mut sim = Sim::new(10, cidr("10.32.0.0/24"), consensus(3, 3), 2);
+    for i in 0..3 {
+        sim.part[i] = i as u32;
+    }
+    sim.peers_changed();
+    sim.allocate(0, cidr("10.32.0.0/24"));
+    let before = alloc(&sim, 0)
+        .gossip_state()
+        .paxos
+        .unwrap_or_else(|| panic!("no paxos state"));
+    assert_eq!(before.len(), 1);
+    sim.stop(0, false);
+    sim.start(0);
+    sim.peers_changed();
+    let after = alloc(&sim, 0)
+        .gossip_state()
+        .paxos
+        .unwrap_or_else(|| panic!("no paxos state"));
+    assert_eq!(before, after);
+    // A new proposal after the restart uses the old identity.
+    sim.allocate(0, cidr("10.32.0.0/24"));
+    let again = alloc(&sim, 0).gossip_state().paxos.unwrap_or_default();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again.keys().next(), before.keys().next());
+    // Healing still reaches one ring.
+    assert!(sim.settle(10));
 }

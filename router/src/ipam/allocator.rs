@@ -116,6 +116,8 @@ pub struct PendingStatus {
 /// What `/status/ipam` shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IpamStatus {
+    /// Our peer name.
+    pub our_name: PeerName,
     /// Paxos progress while awaiting consensus.
     pub paxos: Option<PaxosStatus>,
     /// The allocation range.
@@ -132,6 +134,65 @@ pub struct IpamStatus {
     pub pending_allocates: Vec<PendingStatus>,
     /// Our owned ranges as aligned prefixes.
     pub cidr_view: Vec<Cidr>,
+}
+
+impl IpamStatus {
+    /// The `Status:` line of the IPAM section of `/status`, in Weave's words.
+    pub fn status_line(&self) -> String {
+        if !self.entries.is_empty() {
+            if self.entries.iter().all(|e| e.size == 0 || !e.is_known_peer) {
+                "all IP ranges owned by unreachable peers - use 'rmpeer' if they are dead".into()
+            } else if !self.pending_allocates.is_empty() {
+                "waiting for IP(s) to become available".into()
+            } else {
+                "ready".into()
+            }
+        } else if let Some(p) = &self.paxos {
+            if p.elector {
+                format!(
+                    "awaiting consensus (quorum: {}, known: {})",
+                    p.quorum, p.known_nodes
+                )
+            } else {
+                "priming".into()
+            }
+        } else {
+            "idle".into()
+        }
+    }
+
+    /// The body of `/status/ipam`: one line per owning peer (ours first)
+    /// with its share of the range, in Weave's layout.
+    pub fn ranges_text(&self) -> String {
+        // Peer -> (nickname, reachable, addresses owned).
+        let mut per_peer: BTreeMap<PeerName, (String, bool, u64)> = BTreeMap::new();
+        for e in &self.entries {
+            let slot = per_peer
+                .entry(e.peer)
+                .or_insert_with(|| (e.nickname.clone().unwrap_or_default(), e.is_known_peer, 0));
+            slot.2 += u64::from(e.size);
+        }
+        let total = self.range_num_ips.max(1) as f64;
+        let line = |name: PeerName, (nick, _, ips): &(String, bool, u64), info: &str| {
+            let display = format!("{name}({nick})");
+            let pct = *ips as f64 * 100.0 / total;
+            format!("{display:<37} {ips:>8} IPs ({pct:04.1}% of total) {info}\n")
+        };
+        let mut out = String::new();
+        if let Some(ours) = per_peer.get(&self.our_name) {
+            out.push_str(&line(
+                self.our_name,
+                ours,
+                &format!("({} active)", self.active_ips),
+            ));
+        }
+        for (p, st) in &per_peer {
+            if *p != self.our_name {
+                out.push_str(&line(*p, st, if st.1 { "" } else { "- unreachable!" }));
+            }
+        }
+        out
+    }
 }
 
 /// Numbers for `/metrics`.
@@ -506,6 +567,7 @@ impl Allocator {
                 .collect()
         };
         IpamStatus {
+            our_name: self.our_name,
             paxos,
             range: self.universe,
             range_num_ips: self.universe.size64(),
