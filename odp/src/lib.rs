@@ -8,7 +8,12 @@
 //!    no sockets, so every byte layout can be tested and fuzzed on any kernel;
 //! 2. [`transport`]: netlink sockets, sequence numbers, acknowledgements,
 //!    batching and multicast groups;
-//! 3. handles: typed `Datapath`, `Vport`, `Flow` and `Packet` APIs.
+//! 3. [`handle`]: typed synchronous datapath, vport, flow and packet handles
+//!    behind one [`handle::Ovs`] connection.
+//!
+//! Tests that need the kernel datapath live in `tests/vm_*.rs`, are marked
+//! `#[ignore]`, and run inside `cargo xtask vm` with `--include-ignored`.
 
+pub mod handle;
 pub mod transport;
 pub mod wire;

@@ -97,6 +97,9 @@ pub enum Error {
     /// A flow was refused before sending because the kernel would refuse it.
     #[error("invalid flow: {0}")]
     Flow(#[from] FlowError),
+    /// An EXECUTE packet shorter than an Ethernet header (the kernel needs 14 bytes).
+    #[error("packet of {0} bytes is shorter than an Ethernet header")]
+    PacketTooShort(usize),
     /// The kernel's answer did not have the expected shape.
     #[error("unexpected reply: {0}")]
     Protocol(&'static str),

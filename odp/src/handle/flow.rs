@@ -1,0 +1,202 @@
+//! Flow create, modify, lookup, delete, flush, dump and batched create.
+
+use super::Ovs;
+use crate::transport::{Error, OvsRequest};
+use crate::wire::action::Action;
+use crate::wire::flow::{FlowAttr, FlowInfo, FlowMessage, Ufid, UfidFlags};
+use crate::wire::key::FlowKey;
+use crate::wire::netlink::{NLM_F_CREATE, NLM_F_EXCL};
+use crate::wire::ovs::ObjCmd;
+use crate::wire::validate::validate_flow;
+
+/// A flow to install.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FlowSpec {
+    /// The key.
+    pub key: FlowKey,
+    /// The mask; `None` matches every given key field exactly.
+    pub mask: Option<FlowKey>,
+    /// The actions; empty drops.
+    pub actions: Vec<Action>,
+    /// An optional unique flow id.
+    pub ufid: Option<Ufid>,
+}
+
+impl FlowSpec {
+    /// A flow with this key and these actions.
+    pub fn new(key: FlowKey, actions: Vec<Action>) -> Self {
+        FlowSpec {
+            key,
+            mask: None,
+            actions,
+            ufid: None,
+        }
+    }
+    /// Sets the mask (builder style).
+    pub fn with_mask(mut self, mask: FlowKey) -> Self {
+        self.mask = Some(mask);
+        self
+    }
+    /// Sets the UFID (builder style).
+    pub fn with_ufid(mut self, ufid: Ufid) -> Self {
+        self.ufid = Some(ufid);
+        self
+    }
+
+    /// Checks the flow against the kernel's rules.
+    pub fn validate(&self) -> Result<(), Error> {
+        validate_flow(
+            &self.key.0,
+            self.mask.as_ref().map(|m| m.0.as_slice()),
+            &self.actions,
+        )?;
+        Ok(())
+    }
+
+    fn message(&self, cmd: ObjCmd, dp_ifindex: i32) -> FlowMessage {
+        let mut attrs = Vec::with_capacity(4);
+        if let Some(u) = &self.ufid {
+            attrs.push(FlowAttr::Ufid(u.clone()));
+        }
+        attrs.push(FlowAttr::Key(self.key.clone()));
+        if let Some(m) = &self.mask {
+            attrs.push(FlowAttr::Mask(m.clone()));
+        }
+        attrs.push(FlowAttr::Actions(self.actions.clone()));
+        FlowMessage::new(cmd, dp_ifindex, attrs)
+    }
+}
+
+/// How to address one flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowId {
+    /// By the key it was created with.
+    Key(FlowKey),
+    /// By UFID.
+    Ufid(Ufid),
+}
+
+impl FlowId {
+    fn attrs(&self) -> Vec<FlowAttr> {
+        match self {
+            FlowId::Key(k) => vec![FlowAttr::Key(k.clone())],
+            FlowId::Ufid(u) => vec![FlowAttr::Ufid(u.clone())],
+        }
+    }
+}
+
+/// Flow operations on one datapath (from [`Ovs::flows`]).
+#[derive(Debug)]
+pub struct FlowHandle<'a> {
+    pub(super) ovs: &'a mut Ovs,
+    pub(super) dp_ifindex: i32,
+}
+
+impl FlowHandle<'_> {
+    /// Installs a flow after validating it. An existing flow with the same
+    /// key (or UFID) is [`Error::Exists`] (`NLM_F_CREATE | NLM_F_EXCL`).
+    pub fn create(&mut self, spec: &FlowSpec) -> Result<(), Error> {
+        spec.validate()?;
+        self.ovs
+            .call(
+                &spec.message(ObjCmd::New, self.dp_ifindex),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .map(drop)
+    }
+
+    /// Installs many flows with as few `send`s as the connection's batch
+    /// limits allow. Flows that fail validation are not sent. Returns one
+    /// outcome per flow, in order.
+    pub fn create_batch(&mut self, specs: &[FlowSpec]) -> Result<Vec<Result<(), Error>>, Error> {
+        let family = self.ovs.flow;
+        let mut out: Vec<Option<Result<(), Error>>> = Vec::with_capacity(specs.len());
+        let mut msgs = Vec::with_capacity(specs.len());
+        let mut idx = Vec::with_capacity(specs.len());
+        for (i, s) in specs.iter().enumerate() {
+            match s.validate() {
+                Ok(()) => {
+                    msgs.push(s.message(ObjCmd::New, self.dp_ifindex));
+                    idx.push(i);
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let reqs: Vec<_> = msgs
+            .iter()
+            .map(|msg| OvsRequest {
+                family,
+                flags: NLM_F_CREATE | NLM_F_EXCL,
+                msg,
+            })
+            .collect();
+        let results = self.ovs.conn.transact(&reqs)?;
+        for (i, r) in idx.into_iter().zip(results) {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(r.map(drop));
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or(Err(Error::Protocol("missing outcome"))))
+            .collect())
+    }
+
+    /// Replaces an existing flow's actions (SET). A missing flow is
+    /// [`Error::NotFound`].
+    pub fn modify(&mut self, spec: &FlowSpec) -> Result<(), Error> {
+        spec.validate()?;
+        self.ovs
+            .call(&spec.message(ObjCmd::Set, self.dp_ifindex), 0)
+            .map(drop)
+    }
+
+    /// Fetches one flow with its statistics.
+    pub fn get(&mut self, id: &FlowId) -> Result<FlowInfo, Error> {
+        let msg = FlowMessage::new(ObjCmd::Get, self.dp_ifindex, id.attrs());
+        let replies = self.ovs.call(&msg, 0)?;
+        let m = replies
+            .first()
+            .ok_or(Error::Protocol("flow GET without a reply"))?;
+        Ok(FlowInfo::from_message(m))
+    }
+
+    /// Deletes one flow.
+    pub fn delete(&mut self, id: &FlowId) -> Result<(), Error> {
+        let msg = FlowMessage::new(ObjCmd::Del, self.dp_ifindex, id.attrs());
+        self.ovs.call(&msg, 0).map(drop)
+    }
+
+    /// Deletes every flow of the datapath.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        let msg = FlowMessage::new(ObjCmd::Del, self.dp_ifindex, vec![]);
+        self.ovs.call(&msg, 0).map(drop)
+    }
+
+    /// Calls `each` for every flow; `flags` may ask for terse entries
+    /// (flows created with a UFID then come back without key, mask or actions).
+    pub fn dump_each(
+        &mut self,
+        flags: UfidFlags,
+        mut each: impl FnMut(FlowInfo) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let attrs = if flags.0 == 0 {
+            vec![]
+        } else {
+            vec![FlowAttr::UfidFlags(flags)]
+        };
+        let msg = FlowMessage::new(ObjCmd::Get, self.dp_ifindex, attrs);
+        self.ovs.dump(&msg, |m| each(FlowInfo::from_message(&m)))
+    }
+
+    /// Every flow of the datapath.
+    pub fn dump(&mut self) -> Result<Vec<FlowInfo>, Error> {
+        let mut out = Vec::new();
+        self.dump_each(UfidFlags(0), |f| {
+            out.push(f);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
