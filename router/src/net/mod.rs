@@ -36,6 +36,7 @@ pub mod expose;
 pub mod firewall;
 pub mod link;
 pub mod netns;
+pub mod odp_datapath;
 pub mod plan;
 pub mod rtnl;
 pub mod setup;
