@@ -693,6 +693,13 @@ impl Allocator {
         }));
     }
 
+    fn persist_owned_entry(&mut self, ident: &str) {
+        self.out.push(Output::Persist(PersistWrite::OwnedEntry {
+            ident: ident.to_string(),
+            data: self.owned.get(ident).cloned(),
+        }));
+    }
+
     fn persist_owned(&mut self) {
         self.out
             .push(Output::Persist(PersistWrite::Owned(self.owned.clone())));
@@ -1322,7 +1329,7 @@ impl Allocator {
         let d = self.owned.entry(ident.to_string()).or_default();
         d.is_container = is_container;
         d.cidrs.push(cidr);
-        self.persist_owned();
+        self.persist_owned_entry(ident);
     }
 
     fn remove_owned(&mut self, ident: &str, addr: Address) -> bool {
@@ -1336,7 +1343,7 @@ impl Allocator {
         if d.cidrs.is_empty() {
             self.owned.remove(ident);
         }
-        self.persist_owned();
+        self.persist_owned_entry(ident);
         true
     }
 
@@ -1344,7 +1351,7 @@ impl Allocator {
         let Some(d) = self.owned.remove(ident) else {
             return Err(OpError::NoAddresses(ident.to_string()));
         };
-        self.persist_owned();
+        self.persist_owned_entry(ident);
         for c in d.cidrs {
             let _ = self.space.free(c.addr);
         }
@@ -1374,7 +1381,7 @@ impl Allocator {
                     let _ = self.space.free(c.addr);
                 }
             }
+            self.persist_owned_entry(&k);
         }
-        self.persist_owned();
     }
 }

@@ -287,8 +287,17 @@ pub enum PersistWrite {
         /// The ring.
         ring: Ring,
     },
-    /// Key `ownedAddresses`.
+    /// Key `ownedAddresses`: replace every identifier's addresses.
     Owned(BTreeMap<String, OwnedData>),
+    /// One identifier's addresses changed (`None`: it holds none now). A
+    /// store may keep one record per identifier; Weave rewrites the whole
+    /// `ownedAddresses` map instead.
+    OwnedEntry {
+        /// The identifier.
+        ident: String,
+        /// Its addresses, if any.
+        data: Option<OwnedData>,
+    },
     /// Our Paxos identity and knowledge (a weave-rs addition; Weave Net
     /// keeps it in memory only).
     Paxos(PaxosSnapshot),
@@ -310,7 +319,8 @@ pub struct PaxosSnapshot {
 pub struct Persisted {
     /// The last [`PersistWrite::Ring`].
     pub ring: Option<(PeerName, Ring)>,
-    /// The last [`PersistWrite::Owned`].
+    /// The addresses as the [`PersistWrite::Owned`] and
+    /// [`PersistWrite::OwnedEntry`] writes left them.
     pub owned: Option<BTreeMap<String, OwnedData>>,
     /// The last [`PersistWrite::Paxos`].
     pub paxos: Option<PaxosSnapshot>,
@@ -322,6 +332,17 @@ impl Persisted {
         match w {
             PersistWrite::Ring { peer_name, ring } => self.ring = Some((*peer_name, ring.clone())),
             PersistWrite::Owned(o) => self.owned = Some(o.clone()),
+            PersistWrite::OwnedEntry { ident, data } => {
+                let owned = self.owned.get_or_insert_with(BTreeMap::new);
+                match data {
+                    Some(d) => {
+                        owned.insert(ident.clone(), d.clone());
+                    }
+                    None => {
+                        owned.remove(ident);
+                    }
+                }
+            }
             PersistWrite::Paxos(p) => self.paxos = Some(p.clone()),
         }
     }
