@@ -1,5 +1,6 @@
 //! `weave-router`: the weave-rs router daemon.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -12,6 +13,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match daemon::run(options) {
         Ok(()) => ExitCode::SUCCESS,
