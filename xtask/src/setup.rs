@@ -15,6 +15,7 @@ use crate::shell;
 /// Debian packages the host-namespace tests use.
 const HOST_PACKAGES: &[&str] = &[
     "iproute2",
+    "curl",
     "iputils-ping",
     "iptables",
     "nftables",
