@@ -546,10 +546,18 @@ impl Sim {
         }
     }
 
-    /// rmpeer of `dead` run on `by`, after healing and quiescing so that
-    /// `by` knows everything the dead peer told anyone (the documented
-    /// precondition for a safe rmpeer).
+    /// rmpeer of `dead` run on `by`, after restarting stopped peers,
+    /// healing and quiescing, so that `by` knows everything the dead peer
+    /// told anyone (Weave's documented precondition for a safe rmpeer: a
+    /// transfer the dead peer made that has not reached `by` yields an
+    /// inconsistent ring).
     pub fn rmpeer(&mut self, dead: usize, by: usize) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].life == Life::Stopped {
+                self.stats.restarts += 1;
+                self.start(i);
+            }
+        }
         self.heal();
         self.drain();
         self.gossip_all();
