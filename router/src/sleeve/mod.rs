@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod ethernet;
 pub mod fastdp_health;
 pub mod frame;
+pub mod fuzz;
 pub mod heartbeat;
 pub mod overlay_switch;
 pub mod pmtu;
