@@ -425,11 +425,54 @@ fn vm_upcalls_and_execute() {
         UserspaceAttr::Pid(sock.pid()),
         UserspaceAttr::Userdata(vec![1, 2, 3, 4]),
     ])];
+    let ufid = Ufid::from_u128(0x5eed);
     ovs.flows(dp.ifindex())
-        .create(&FlowSpec::new(key, actions).with_mask(mask))
+        .create(
+            &FlowSpec::new(key, actions)
+                .with_mask(mask)
+                .with_ufid(ufid.clone()),
+        )
         .unwrap();
     sh_quiet("ping", &["-c", "1", "-W", "1", "-I", &veth.b, "10.199.0.3"]);
     let act = arp_upcall(&mut sock, family, PacketCmd::Action).expect("an ACTION upcall");
     assert_eq!(act.userdata, Some(vec![1, 2, 3, 4]));
     assert_eq!(act.key.in_port(), Some(port));
+    // The flow counted the packet and its last use.
+    let f = ovs.flows(dp.ifindex()).get(&FlowId::Ufid(ufid)).unwrap();
+    assert!(
+        f.stats.is_some_and(|s| s.n_packets >= 1 && s.n_bytes >= 42),
+        "{f:?}"
+    );
+    assert!(f.used.is_some_and(|u| u > 0), "{f:?}");
+}
+
+#[test]
+#[ignore = "needs the kernel openvswitch datapath: cargo xtask test runs it in the VM"]
+fn vm_upcalls_per_cpu_dispatch() {
+    let mut ovs = Ovs::connect().unwrap();
+    let mut sock = UpcallSocket::open().unwrap();
+    // Negotiated features (per-CPU dispatch on 6.1); one PID serves every CPU.
+    let opts = DatapathOptions {
+        per_cpu_pids: vec![sock.pid()],
+        ..Default::default()
+    };
+    let dp = TestDp::create(&mut ovs, "upc", &opts);
+    let f = dp.info.user_features.unwrap();
+    assert!(f.contains(UserFeatures::DISPATCH_UPCALL_PER_CPU), "{f:?}");
+    assert_eq!(
+        dp.info.per_cpu_pids.as_deref().map(|p| p[0]),
+        Some(sock.pid())
+    );
+    let veth = Veth::new("c");
+    // The vport's own PID is ignored in per-CPU mode.
+    let port = ovs
+        .vports(dp.ifindex())
+        .create(&VportSpec::netdev(&veth.a))
+        .unwrap()
+        .port_no;
+    sh("ip", &["addr", "add", "10.198.0.1/24", "dev", &veth.b]);
+    sh_quiet("ping", &["-c", "1", "-W", "1", "-I", &veth.b, "10.198.0.2"]);
+    let family = ovs.packet_family();
+    let miss = arp_upcall(&mut sock, family, PacketCmd::Miss).expect("a per-CPU MISS upcall");
+    assert_eq!(miss.key.in_port(), Some(port));
 }

@@ -113,6 +113,13 @@ impl Connection {
         self.max_batch_bytes = max_bytes.max(4096);
     }
 
+    /// Shrinks or grows the current socket's receive queue (see
+    /// [`GenlSocket::set_recv_queue`]); a socket replaced after an overrun
+    /// gets the default size again.
+    pub fn set_recv_queue(&mut self, bytes: usize) -> Result<(), Error> {
+        self.sock.set_recv_queue(bytes)
+    }
+
     fn next_seq(&mut self) -> u32 {
         let s = self.seq;
         self.seq = self.seq.wrapping_add(1);
@@ -356,6 +363,28 @@ mod tests {
                 assert_eq!(FamilyInfo::parse(&bodies[0]).unwrap().id, 0x10);
             }
         }
+    }
+
+    #[test]
+    fn overrun_is_reported_and_the_connection_recovers() {
+        let mut c = Connection::open().unwrap();
+        // Each nlctrl reply is over a kilobyte: 500 of them cannot fit a
+        // tiny receive queue, so the kernel drops some and flags ENOBUFS.
+        c.set_recv_queue(1).unwrap();
+        c.set_batch_limits(500, 1 << 20);
+        let reqs: Vec<_> = (0..500).map(|_| GetFamily("nlctrl")).collect();
+        let out = c.transact(&reqs).unwrap();
+        assert_eq!(out.len(), 500);
+        let lost = out
+            .iter()
+            .filter(|o| matches!(o, Err(Error::Overrun)))
+            .count();
+        assert!(lost > 0, "expected lost replies");
+        for o in &out {
+            assert!(o.is_ok() || matches!(o, Err(Error::Overrun)), "{o:?}");
+        }
+        // A fresh socket replaced the overrun one.
+        assert_eq!(c.request(&GetFamily("nlctrl")).unwrap().len(), 1);
     }
 
     #[test]

@@ -78,6 +78,13 @@ impl GenlSocket {
         self.pid
     }
 
+    /// Sets the receive queue size with plain `SO_RCVBUF` (the kernel doubles
+    /// it and caps it at `net.core.rmem_max`).
+    pub fn set_recv_queue(&self, bytes: usize) -> Result<(), Error> {
+        let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        Ok(self.sock.set_rx_buf_sz(v)?)
+    }
+
     /// Joins a multicast group.
     pub fn add_membership(&self, group: u32) -> Result<(), Error> {
         Ok(self.sock.add_membership(group)?)

@@ -120,13 +120,24 @@ mod tests {
     #[test]
     fn fuzz_decode_survives_random_and_mutated_inputs() {
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-        let seed = seed_message();
-        for i in 0..4000 {
+        // Real kernel messages (see tests/golden) and one of our own.
+        let seeds: [&[u8]; 5] = [
+            include_bytes!("../../tests/golden/dp_get.bin"),
+            include_bytes!("../../tests/golden/vport_vxlan_gbp.bin"),
+            include_bytes!("../../tests/golden/flow_get.bin"),
+            include_bytes!("../../tests/golden/upcall_miss_arp.bin"),
+            &seed_message()[16..],
+        ];
+        for s in seeds {
+            fuzz_decode(s);
+        }
+        for i in 0..6000 {
+            let seed = seeds[i % seeds.len()];
             let data: Vec<u8> = if i % 2 == 0 {
                 let len = (rng.next() % 256) as usize;
                 (0..len).map(|_| rng.next() as u8).collect()
             } else {
-                let mut d = seed.clone();
+                let mut d = seed.to_vec();
                 for _ in 0..(1 + rng.next() % 6) {
                     let pos = (rng.next() as usize) % d.len();
                     d[pos] = rng.next() as u8;
@@ -137,7 +148,6 @@ mod tests {
             };
             fuzz_decode(&data);
         }
-        fuzz_decode(&seed);
     }
 
     #[test]
