@@ -257,3 +257,42 @@ fn netns_mesh_connect_and_forget_over_http() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn netns_mesh_resume_reconnects_to_the_last_peers() -> Result<()> {
+    let lab = Lab::new(2)?;
+    let r0 = start(lab.host(0), &[], &[])?;
+    let mut r1 = start(lab.host(1), &[], &[lab.host(0)])?;
+    with_logs(
+        wait_for(SETTLE, "the first connection", || {
+            Ok(view(lab.host(1))?.1 == 1)
+        }),
+        &[&r0, &r1],
+    )?;
+    r1.stop(Duration::from_secs(5))?;
+    // Same --db-prefix (start derives it from the namespace), no peers.
+    let r1 = start(lab.host(1), &["--resume"], &[])?;
+    with_logs(
+        wait_for(SETTLE, "the resumed connection", || {
+            Ok(view(lab.host(1))?.1 == 1)
+        }),
+        &[&r0, &r1],
+    )?;
+    let targets = http(lab.host(1), "GET", "/status/targets", &[])?;
+    ensure!(
+        targets.contains(&lab.host(0).underlay_ip().to_string()),
+        "targets after --resume: {targets:?}"
+    );
+    // --resume with peers given is refused, as in Weave.
+    let refused = lab
+        .host(1)
+        .cmd(ROUTER)
+        .args(["--name", "00:00:00:00:00:09", "--resume", "10.9.9.9"])
+        .output()?;
+    ensure!(
+        !refused.status.success(),
+        "--resume with peers was accepted"
+    );
+    ensure!(refused.stderr.contains("--resume"), "{}", refused.stderr);
+    Ok(())
+}

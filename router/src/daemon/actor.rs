@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::persist;
 use super::status::Snapshot;
 use crate::mesh::connection_maker::DirectPeer;
 use crate::mesh::router::{ConnHandle, MeshRouter, Output};
@@ -73,6 +75,7 @@ pub struct RouterTask {
     version: String,
     sockets: HashMap<ConnHandle, Socket>,
     events: mpsc::UnboundedSender<Event>,
+    targets_file: Option<PathBuf>,
 }
 
 impl RouterTask {
@@ -83,6 +86,21 @@ impl RouterTask {
             version,
             sockets: HashMap::new(),
             events,
+            targets_file: None,
+        }
+    }
+
+    /// Keeps the direct peers in `path` whenever they change, for `--resume`.
+    pub fn persist_targets(mut self, path: PathBuf) -> Self {
+        self.targets_file = Some(path);
+        self
+    }
+
+    fn save_targets(&self) {
+        if let Some(path) = &self.targets_file {
+            if let Err(error) = persist::save_targets(path, &self.mesh.targets(false)) {
+                warn!("could not save the peer list for --resume: {error:#}");
+            }
         }
     }
 
@@ -157,10 +175,12 @@ impl RouterTask {
                 reply,
             } => {
                 self.mesh.initiate_connections(peers, replace, now);
+                self.save_targets();
                 let _ = reply.send(());
             }
             Control::Forget { peers, reply } => {
                 self.mesh.forget_connections(&peers, now);
+                self.save_targets();
                 let _ = reply.send(());
             }
         }

@@ -9,6 +9,7 @@ pub mod actor;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod persist;
 pub mod status;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -117,21 +118,29 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         });
     }
 
-    match http::resolve_all(&options.peers).await {
-        Ok(peers) if !peers.is_empty() => {
+    let targets_file = persist::targets_path(&options.db_prefix);
+    let initial = if options.resume {
+        let saved = persist::load_targets(&targets_file)?;
+        info!(peers = ?saved, "resuming connections to the peers of the last run");
+        saved
+    } else {
+        options.peers.clone()
+    };
+    // Sent even when empty: it records this run's peers for a later --resume.
+    match http::resolve_all(&initial).await {
+        Ok(peers) => {
             let (reply, _done) = tokio::sync::oneshot::channel();
             let control = actor::Control::Connect {
                 peers,
-                replace: false,
+                replace: true,
                 reply,
             };
             let _ = events.send(Event::Control(control));
         }
-        Ok(_) => {}
         Err(errors) => return Err(anyhow!("initial peers: {}", errors.join("; "))),
     }
 
-    let task = RouterTask::new(mesh, VERSION.to_string(), events);
+    let task = RouterTask::new(mesh, VERSION.to_string(), events).persist_targets(targets_file);
     tokio::select! {
         () = task.run(queue) => {}
         _ = tokio::signal::ctrl_c() => info!("interrupted: stopping"),
