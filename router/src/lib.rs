@@ -5,6 +5,7 @@
 //! drives them with sockets and timers is kept thin.
 
 pub mod daemon;
+pub mod fastdp;
 pub mod ipam;
 pub mod mesh;
 pub mod net;
