@@ -3,7 +3,7 @@
 //! asserts that no address is ever held by two containers at once, and that
 //! after healing every running peer holds the same ring.
 //!
-//! `IPAM_SIM_SCHEDULES` sets how many schedules run (default 300);
+//! `IPAM_SIM_SCHEDULES` sets how many schedules run (default 200);
 //! `IPAM_SIM_SEED` runs only that seed (to replay a failure).
 
 mod ipam_support;
@@ -211,7 +211,7 @@ fn random_schedules_never_double_allocate_and_converge() {
         eprintln!("seed {seed}: {st:?}");
         return;
     }
-    let count = env_u64("IPAM_SIM_SCHEDULES").unwrap_or(300);
+    let count = env_u64("IPAM_SIM_SCHEDULES").unwrap_or(200);
     let mut total = ipam_support::Stats::default();
     for seed in 0..count {
         let st = run_schedule(seed);

@@ -516,8 +516,10 @@ impl Allocator {
         GossipState {
             now: self.now.as_secs() as i64,
             nicknames: self.nicknames.clone(),
+            // Gob leaves out an empty map, so an elector that has not
+            // voted yet looks like an observer on the wire; say so here too.
             paxos: if self.ring.is_empty() {
-                self.participant.state().cloned()
+                self.participant.state().filter(|m| !m.is_empty()).cloned()
             } else {
                 None
             },
