@@ -2,9 +2,10 @@
 //! summaries, gossip envelope) and the boundary to their encoding.
 //!
 //! On the wire to Weave these are Go `encoding/gob` streams; that encoding
-//! lives in the `weave-gob` crate and is plugged in through [`MeshCodec`].
-//! [`PlainCodec`] is a small self-describing binary format of our own for
-//! tests and in-process simulation only: Weave routers cannot read it.
+//! lives in the `weave-gob` crate and is plugged in through [`MeshCodec`]
+//! as [`GobCodec`]. [`PlainCodec`] is a small binary format of our own, kept
+//! only to show the core does not depend on the encoding (and as a cheaper
+//! option for very large simulations): Weave routers cannot read it.
 
 use std::collections::BTreeMap;
 
@@ -262,6 +263,107 @@ impl MeshCodec for PlainCodec {
     }
 }
 
+/// The production codec: Go's gob, as Weave Net writes these values
+/// (crate `weave-gob`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GobCodec;
+
+fn gob_err(e: impl std::fmt::Display) -> CodecError {
+    CodecError(e.to_string())
+}
+
+impl MeshCodec for GobCodec {
+    fn encode_features(&self, features: &Features) -> Result<Vec<u8>, CodecError> {
+        Ok(weave_gob::weave::mesh::encode_features(features))
+    }
+
+    fn decode_features(&self, bytes: &[u8]) -> Result<Features, CodecError> {
+        weave_gob::weave::mesh::decode_features(bytes).map_err(gob_err)
+    }
+
+    fn encode_topology(&self, entries: &[TopologyEntry]) -> Result<Vec<u8>, CodecError> {
+        use weave_gob::weave::mesh as g;
+        let updates: Vec<g::PeerUpdate> = entries
+            .iter()
+            .map(|e| g::PeerUpdate {
+                summary: g::PeerSummary {
+                    name_byte: e.peer.name_byte.clone(),
+                    nick_name: e.peer.nickname.clone(),
+                    uid: g::PeerUid(e.peer.uid),
+                    version: e.peer.version,
+                    short_id: g::PeerShortId(e.peer.short_id),
+                    has_short_id: e.peer.has_short_id,
+                },
+                connections: e
+                    .connections
+                    .iter()
+                    .map(|c| g::ConnectionSummary {
+                        name_byte: c.name_byte.clone(),
+                        remote_tcp_addr: c.remote_tcp_addr.clone(),
+                        outbound: c.outbound,
+                        established: c.established,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(g::encode_topology(&updates))
+    }
+
+    fn decode_topology(&self, bytes: &[u8]) -> Result<Vec<TopologyEntry>, CodecError> {
+        let updates = weave_gob::weave::mesh::decode_topology(bytes).map_err(gob_err)?;
+        Ok(updates
+            .into_iter()
+            .map(|u| TopologyEntry {
+                peer: PeerSummary {
+                    name_byte: u.summary.name_byte,
+                    nickname: u.summary.nick_name,
+                    uid: u.summary.uid.0,
+                    version: u.summary.version,
+                    short_id: u.summary.short_id.0,
+                    has_short_id: u.summary.has_short_id,
+                },
+                connections: u
+                    .connections
+                    .into_iter()
+                    .map(|c| ConnectionSummary {
+                        name_byte: c.name_byte,
+                        remote_tcp_addr: c.remote_tcp_addr,
+                        outbound: c.outbound,
+                        established: c.established,
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    fn encode_envelope(&self, env: &GossipEnvelope) -> Result<Vec<u8>, CodecError> {
+        use weave_gob::weave::mesh as g;
+        Ok(g::GossipEnvelope {
+            channel: env.channel.clone(),
+            source: g::PeerName(env.src.as_u64()),
+            destination: env.dst.map(|d| g::PeerName(d.as_u64())),
+            payload: env.payload.clone(),
+        }
+        .encode())
+    }
+
+    fn decode_envelope(&self, bytes: &[u8], unicast: bool) -> Result<GossipEnvelope, CodecError> {
+        use weave_gob::weave::mesh as g;
+        let kind = if unicast {
+            g::GossipKind::Unicast
+        } else {
+            g::GossipKind::Gossip
+        };
+        let e = g::GossipEnvelope::decode(kind, bytes).map_err(gob_err)?;
+        Ok(GossipEnvelope {
+            channel: e.channel,
+            src: PeerName::from_u64(e.source.0),
+            dst: e.destination.map(|d| PeerName::from_u64(d.0)),
+            payload: e.payload,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +409,51 @@ mod tests {
             e
         );
         assert!(c.decode_envelope(&[0, 0, 0, 9], false).is_err());
+    }
+
+    #[test]
+    fn gob_codec_round_trips_every_value() {
+        let c = GobCodec;
+        let mut f = Features::new();
+        f.insert("Name".into(), "00:00:00:00:00:01".into());
+        f.insert("UID".into(), "12345".into());
+        assert_eq!(
+            c.decode_features(&c.encode_features(&f).unwrap()).unwrap(),
+            f
+        );
+        let t = vec![
+            TopologyEntry {
+                peer: PeerSummary {
+                    name_byte: vec![0, 0, 0, 0, 0, 1],
+                    nickname: "a".into(),
+                    uid: u64::MAX,
+                    version: 2,
+                    short_id: 4095,
+                    has_short_id: true,
+                },
+                connections: vec![ConnectionSummary {
+                    name_byte: vec![0, 0, 0, 0, 0, 2],
+                    remote_tcp_addr: "10.0.0.2:6783".into(),
+                    outbound: true,
+                    established: false,
+                }],
+            },
+            TopologyEntry::default(),
+        ];
+        assert_eq!(
+            c.decode_topology(&c.encode_topology(&t).unwrap()).unwrap(),
+            t
+        );
+        for dst in [None, Some(PeerName::from_u64(2))] {
+            let e = GossipEnvelope {
+                channel: "IPallocation".into(),
+                src: PeerName::from_u64(0xffff_ffff_ffff),
+                dst,
+                payload: vec![1, 2, 3],
+            };
+            let bytes = c.encode_envelope(&e).unwrap();
+            assert_eq!(c.decode_envelope(&bytes, dst.is_some()).unwrap(), e);
+        }
+        assert!(c.decode_envelope(&[0xff, 0xff], false).is_err());
     }
 }

@@ -1,0 +1,898 @@
+//! Deterministic, single-process simulation of many mesh routers talking
+//! Weave's protocol (gob-encoded, as on the real wire) over a simulated,
+//! seeded network.
+//!
+//! Run the large measurement with:
+//! `cargo test -p weave-router --release --test mesh_sim -- --ignored --nocapture`
+
+use std::any::Any;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use weave_router::mesh::codec::GobCodec;
+use weave_router::mesh::connection::ConnError;
+use weave_router::mesh::connection_maker::DirectPeer;
+use weave_router::mesh::gossip::{GossipData, GossipError, Gossiper};
+use weave_router::mesh::identity::{PeerName, PeerUid, ShortId};
+use weave_router::mesh::router::{CloseReason, ConnHandle, MeshConfig, MeshRouter, Output};
+
+/// A grow-only set of numbers gossiped on channel "set", counting how
+/// often each broadcast and unicast arrived.
+#[derive(Default)]
+struct SetGossiper {
+    items: BTreeSet<u64>,
+    broadcasts_seen: BTreeMap<u64, u32>,
+    unicasts: Vec<(PeerName, Vec<u8>)>,
+}
+
+fn encode_set(s: &BTreeSet<u64>) -> Vec<u8> {
+    s.iter().flat_map(|v| v.to_be_bytes()).collect()
+}
+
+fn decode_set(b: &[u8]) -> Result<BTreeSet<u64>, GossipError> {
+    if b.len() % 8 != 0 {
+        return Err(GossipError("bad set".into()));
+    }
+    Ok(b.chunks_exact(8)
+        .map(|c| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            u64::from_be_bytes(a)
+        })
+        .collect())
+}
+
+impl Gossiper for SetGossiper {
+    fn on_gossip_unicast(
+        &mut self,
+        src: PeerName,
+        msg: &[u8],
+        _now: Instant,
+    ) -> Result<(), GossipError> {
+        self.unicasts.push((src, msg.to_vec()));
+        Ok(())
+    }
+    fn on_gossip_broadcast(
+        &mut self,
+        _src: PeerName,
+        update: &[u8],
+        _now: Instant,
+    ) -> Result<Option<GossipData>, GossipError> {
+        let s = decode_set(update)?;
+        for v in &s {
+            *self.broadcasts_seen.entry(*v).or_default() += 1;
+        }
+        self.items.extend(s);
+        Ok(Some(vec![update.to_vec()]))
+    }
+    fn gossip(&mut self, _now: Instant) -> Option<GossipData> {
+        (!self.items.is_empty()).then(|| vec![encode_set(&self.items)])
+    }
+    fn on_gossip(&mut self, msg: &[u8], _now: Instant) -> Result<Option<GossipData>, GossipError> {
+        let s = decode_set(msg)?;
+        let new: BTreeSet<u64> = s.difference(&self.items).copied().collect();
+        if new.is_empty() {
+            return Ok(None);
+        }
+        self.items.extend(new.iter().copied());
+        Ok(Some(vec![encode_set(&new)]))
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+struct Node {
+    router: MeshRouter,
+    addr: SocketAddr,
+    alive: bool,
+    closes: Vec<CloseReason>,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver {
+        node: usize,
+        conn: ConnHandle,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        node: usize,
+        conn: ConnHandle,
+    },
+    Start {
+        node: usize,
+    },
+}
+
+#[derive(Clone, Copy)]
+struct NetOpts {
+    min_latency_ms: u64,
+    max_latency_ms: u64,
+    /// Probability of losing a chunk after the intro.
+    loss: f64,
+    /// Whether chunks after the intro may overtake each other.
+    reorder: bool,
+}
+
+impl Default for NetOpts {
+    fn default() -> Self {
+        NetOpts {
+            min_latency_ms: 1,
+            max_latency_ms: 20,
+            loss: 0.0,
+            reorder: false,
+        }
+    }
+}
+
+struct LinkEnd {
+    node: usize,
+    conn: ConnHandle,
+    sent: u32,
+    last_at: Instant,
+}
+
+struct Sim {
+    t0: Instant,
+    now: Instant,
+    rng: StdRng,
+    nodes: Vec<Node>,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    events: HashMap<usize, Ev>,
+    seq: u64,
+    links: HashMap<(usize, ConnHandle), LinkEnd>,
+    /// Group id per node; links between groups are cut.
+    group: Vec<u32>,
+    opts: NetOpts,
+    ephemeral: u16,
+    delivered: u64,
+    pending_targets: HashMap<usize, Vec<(String, DirectPeer)>>,
+}
+
+fn node_addr(i: usize) -> SocketAddr {
+    let i = i as u32 + 1;
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), 6783)
+}
+
+fn node_name(i: usize) -> PeerName {
+    PeerName::from_u64(0x0200_0000_0000 + i as u64 + 1)
+}
+
+impl Sim {
+    fn new(seed: u64, opts: NetOpts) -> Self {
+        let t0 = Instant::now();
+        Sim {
+            t0,
+            now: t0,
+            rng: StdRng::seed_from_u64(seed),
+            nodes: Vec::new(),
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            seq: 0,
+            links: HashMap::new(),
+            group: Vec::new(),
+            opts,
+            ephemeral: 30000,
+            delivered: 0,
+            pending_targets: HashMap::new(),
+        }
+    }
+
+    fn add_node(&mut self, cfg: impl FnOnce(&mut MeshConfig), seed: u64) -> usize {
+        let i = self.nodes.len();
+        let mut c = MeshConfig::new(node_name(i), &format!("n{i}"));
+        cfg(&mut c);
+        let mut router =
+            MeshRouter::new(c, Box::new(GobCodec), StdRng::seed_from_u64(seed), self.now);
+        router
+            .register_channel("set", Box::new(SetGossiper::default()))
+            .expect("channel");
+        self.nodes.push(Node {
+            router,
+            addr: node_addr(i),
+            alive: false,
+            closes: Vec::new(),
+        });
+        self.group.push(0);
+        i
+    }
+
+    fn schedule(&mut self, at: Instant, ev: Ev) {
+        self.seq += 1;
+        self.events.insert(self.seq as usize, ev);
+        self.queue.push(Reverse((at, self.seq, self.seq as usize)));
+    }
+
+    fn latency(&mut self) -> Duration {
+        Duration::from_millis(
+            self.rng
+                .gen_range(self.opts.min_latency_ms..=self.opts.max_latency_ms),
+        )
+    }
+
+    fn start_at(&mut self, node: usize, at: Instant, targets: &[usize]) {
+        let peers: Vec<(String, DirectPeer)> = targets
+            .iter()
+            .map(|t| {
+                (
+                    node_addr(*t).ip().to_string(),
+                    DirectPeer {
+                        ip: node_addr(*t).ip(),
+                        port: None,
+                    },
+                )
+            })
+            .collect();
+        // Targets are registered at start time.
+        self.pending_targets.insert(node, peers);
+        self.schedule(at, Ev::Start { node });
+    }
+
+    fn drain(&mut self, node: usize) {
+        while let Some(out) = self.nodes[node].router.poll_output() {
+            match out {
+                Output::Transmit { conn, bytes } => {
+                    let lat = self.latency();
+                    let Some(end) = self.links.get(&(node, conn)) else {
+                        continue;
+                    };
+                    let (pn, pc, sent, last) = (end.node, end.conn, end.sent, end.last_at);
+                    let after_intro = sent >= 3;
+                    if after_intro && self.opts.loss > 0.0 && self.rng.gen_bool(self.opts.loss) {
+                        if let Some(e) = self.links.get_mut(&(node, conn)) {
+                            e.sent += 1;
+                        }
+                        continue;
+                    }
+                    let mut at = self.now + lat;
+                    if !(after_intro && self.opts.reorder) && at < last {
+                        at = last;
+                    }
+                    if let Some(e) = self.links.get_mut(&(node, conn)) {
+                        e.sent += 1;
+                        e.last_at = e.last_at.max(at);
+                    }
+                    self.schedule(
+                        at,
+                        Ev::Deliver {
+                            node: pn,
+                            conn: pc,
+                            bytes,
+                        },
+                    );
+                }
+                Output::Close { conn, reason } => {
+                    self.nodes[node].closes.push(reason);
+                    if let Some(end) = self.links.remove(&(node, conn)) {
+                        self.links.remove(&(end.node, end.conn));
+                        // The FIN follows the data already in flight.
+                        let lat = self.latency();
+                        let at = (self.now + lat).max(end.last_at);
+                        self.schedule(
+                            at,
+                            Ev::Closed {
+                                node: end.node,
+                                conn: end.conn,
+                            },
+                        );
+                    }
+                }
+                Output::Dial { addr } => {
+                    let target = self.nodes.iter().position(|n| n.addr == addr);
+                    let reachable = target
+                        .filter(|t| self.nodes[*t].alive && self.group[*t] == self.group[node]);
+                    match reachable {
+                        None => {
+                            let now = self.now;
+                            self.nodes[node]
+                                .router
+                                .dial_failed(addr, "connection refused", now);
+                        }
+                        Some(t) => {
+                            self.ephemeral = self.ephemeral.wrapping_add(1).max(30000);
+                            let from = SocketAddr::new(self.nodes[node].addr.ip(), self.ephemeral);
+                            let now = self.now;
+                            let ha = self.nodes[node].router.connection_opened(addr, true, now);
+                            let hb = self.nodes[t].router.connection_opened(from, false, now);
+                            self.links.insert(
+                                (node, ha),
+                                LinkEnd {
+                                    node: t,
+                                    conn: hb,
+                                    sent: 0,
+                                    last_at: now,
+                                },
+                            );
+                            self.links.insert(
+                                (t, hb),
+                                LinkEnd {
+                                    node,
+                                    conn: ha,
+                                    sent: 0,
+                                    last_at: now,
+                                },
+                            );
+                            // Outputs of the accepting side were queued before
+                            // the link existed on the dialling side's map;
+                            // drain both now that both ends are linked.
+                            self.drain(t);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs until `until` (simulated).
+    fn run_until(&mut self, until: Instant) {
+        loop {
+            let next_ev = self.queue.peek().map(|Reverse((t, _, _))| *t);
+            let mut next_timer: Option<(Instant, usize)> = None;
+            for (i, n) in self.nodes.iter().enumerate() {
+                if !n.alive {
+                    continue;
+                }
+                if let Some(t) = n.router.poll_timeout() {
+                    if next_timer.is_none_or(|(nt, _)| t < nt) {
+                        next_timer = Some((t, i));
+                    }
+                }
+            }
+            let t_ev = next_ev.unwrap_or(until + Duration::from_secs(1));
+            let t_tm = next_timer
+                .map(|(t, _)| t)
+                .unwrap_or(until + Duration::from_secs(1));
+            let t = t_ev.min(t_tm);
+            if t > until {
+                self.now = until;
+                return;
+            }
+            self.now = self.now.max(t);
+            if t_ev <= t_tm {
+                let Some(Reverse((_, _, id))) = self.queue.pop() else {
+                    continue;
+                };
+                let Some(ev) = self.events.remove(&id) else {
+                    continue;
+                };
+                self.handle(ev);
+            } else if let Some((_, i)) = next_timer {
+                let now = self.now;
+                self.nodes[i].router.handle_timeout(now);
+                self.drain(i);
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        let now = self.now;
+        match ev {
+            Ev::Start { node } => {
+                self.nodes[node].alive = true;
+                let peers = self.pending_targets.remove(&node).unwrap_or_default();
+                self.nodes[node]
+                    .router
+                    .initiate_connections(peers, false, now);
+                self.drain(node);
+            }
+            Ev::Deliver { node, conn, bytes } => {
+                if !self.nodes[node].alive {
+                    return;
+                }
+                self.delivered += 1;
+                self.nodes[node].router.receive(conn, &bytes, now);
+                self.drain(node);
+            }
+            Ev::Closed { node, conn } => {
+                self.nodes[node].router.connection_closed(conn, "EOF", now);
+                self.drain(node);
+            }
+        }
+    }
+
+    /// Cuts every link between different groups.
+    fn partition(&mut self, group: Vec<u32>) {
+        self.group = group;
+        let cut: Vec<(usize, ConnHandle)> = self
+            .links
+            .iter()
+            .filter(|((a, _), end)| self.group[*a] != self.group[end.node])
+            .map(|(k, _)| *k)
+            .collect();
+        let now = self.now;
+        for (n, c) in cut {
+            if self.links.remove(&(n, c)).is_some() {
+                self.nodes[n]
+                    .router
+                    .connection_closed(c, "network partition", now);
+                self.drain(n);
+            }
+        }
+    }
+
+    /// Whether every alive node in `members` sees exactly `members`, with
+    /// identical entries, and each entry matches that node's own view.
+    fn converged(&self, members: &[usize]) -> bool {
+        let names: BTreeSet<PeerName> = members.iter().map(|i| node_name(*i)).collect();
+        let truth: BTreeMap<PeerName, PeerView> = members
+            .iter()
+            .map(|i| {
+                let me = self.nodes[*i].router.peers().ourself();
+                (
+                    me.name,
+                    (
+                        me.uid,
+                        me.version,
+                        me.connections
+                            .values()
+                            .map(|c| (c.remote, c.established))
+                            .collect(),
+                    ),
+                )
+            })
+            .collect();
+        for i in members {
+            let peers = self.nodes[*i].router.peers();
+            if peers.names() != names {
+                return false;
+            }
+            for p in peers.iter() {
+                let v = (
+                    p.uid,
+                    p.version,
+                    p.connections
+                        .values()
+                        .map(|c| (c.remote, c.established))
+                        .collect::<Vec<_>>(),
+                );
+                if truth.get(&p.name) != Some(&v) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Steps time until `members` converge; returns the time it took or
+    /// `None` after `limit`.
+    fn run_until_converged(
+        &mut self,
+        members: &[usize],
+        step: Duration,
+        limit: Duration,
+    ) -> Option<Duration> {
+        let start = self.now;
+        while self.now - start < limit {
+            let next = self.now + step;
+            self.run_until(next);
+            if self.converged(members) {
+                return Some(self.now - start);
+            }
+        }
+        None
+    }
+
+    fn gossip_rounds(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| n.router.counters().gossip_rounds)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn gossip_sent(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| n.router.counters().gossip_sent)
+            .sum()
+    }
+}
+
+/// A peer's entry as compared for convergence: UID, version, connections.
+type PeerView = (PeerUid, u64, Vec<(PeerName, bool)>);
+
+struct Report {
+    peers: usize,
+    converge: Duration,
+    rounds: u64,
+    messages: u64,
+}
+
+/// Starts `n` peers at random times within `spread`, each pointing at up to
+/// `k` random earlier peers; returns the simulation once they converged.
+fn join_random(
+    n: usize,
+    k: usize,
+    seed: u64,
+    opts: NetOpts,
+    discovery: bool,
+    spread: Duration,
+) -> (Sim, Report) {
+    let mut sim = Sim::new(seed, opts);
+    let mut order: Vec<usize> = Vec::new();
+    for i in 0..n {
+        sim.add_node(
+            |c| c.peer_discovery = discovery,
+            seed.wrapping_mul(1000).wrapping_add(i as u64),
+        );
+        order.push(i);
+    }
+    // Random join order.
+    for i in (1..order.len()).rev() {
+        let j = sim.rng.gen_range(0..=i);
+        order.swap(i, j);
+    }
+    let spread_ms = spread.as_millis() as u64;
+    for (pos, &node) in order.iter().enumerate() {
+        let at = sim.t0 + Duration::from_millis(spread_ms * pos as u64 / n.max(1) as u64);
+        let mut targets = Vec::new();
+        for _ in 0..k.min(pos) {
+            let t = order[sim.rng.gen_range(0..pos)];
+            if !targets.contains(&t) {
+                targets.push(t);
+            }
+        }
+        sim.start_at(node, at, &targets);
+    }
+    sim.run_until(sim.t0 + spread);
+    let all: Vec<usize> = (0..n).collect();
+    let took = sim
+        .run_until_converged(&all, Duration::from_millis(500), Duration::from_secs(3600))
+        .unwrap_or_else(|| panic!("{n} peers did not converge"));
+    let report = Report {
+        peers: n,
+        converge: took,
+        rounds: sim.gossip_rounds(),
+        messages: sim.gossip_sent(),
+    };
+    (sim, report)
+}
+
+fn print(label: &str, r: &Report, sim: &Sim) {
+    println!(
+        "{label}: {} peers converged {:.1} s after the last join ({:.2} gossip intervals); \
+         periodic gossip rounds so far (max per peer): {}; gossip messages sent: {}; chunks delivered: {}",
+        r.peers,
+        r.converge.as_secs_f64(),
+        r.converge.as_secs_f64() / 30.0,
+        r.rounds,
+        r.messages,
+        sim.delivered
+    );
+}
+
+/// Peers join with discovery on and must end in a full mesh.
+fn full_mesh_join(n: usize, seed: u64) {
+    let (sim, r) = join_random(
+        n,
+        2,
+        seed,
+        NetOpts::default(),
+        true,
+        Duration::from_secs(60),
+    );
+    print(&format!("join-{n} (discovery on: full mesh)"), &r, &sim);
+    for node in &sim.nodes {
+        assert_eq!(node.router.peers().len(), n);
+        assert_eq!(
+            node.router.peers().ourself().connections.len(),
+            n - 1,
+            "full mesh"
+        );
+    }
+    // Short IDs are unique once converged.
+    let ids: BTreeSet<ShortId> = sim
+        .nodes
+        .iter()
+        .map(|n| n.router.peers().ourself().short_id)
+        .collect();
+    assert_eq!(ids.len(), n);
+}
+
+#[test]
+fn peers_join_with_discovery_and_form_a_full_mesh() {
+    full_mesh_join(16, 1);
+}
+
+#[test]
+#[ignore = "slow in debug builds: run with --release --ignored --nocapture"]
+fn hundred_peers_join_with_discovery_and_form_a_full_mesh() {
+    full_mesh_join(100, 1);
+}
+
+/// Peers join without discovery (each dials 3 random earlier peers); then
+/// a broadcast must reach every peer exactly once and a unicast must be
+/// relayed to a far peer.
+fn sparse_join_and_route(n: usize, seed: u64) {
+    let (mut sim, r) = join_random(
+        n,
+        3,
+        seed,
+        NetOpts::default(),
+        false,
+        Duration::from_secs(30),
+    );
+    print(
+        &format!("join-{n} (no discovery, 3 targets each)"),
+        &r,
+        &sim,
+    );
+    // Broadcast from one peer reaches each other peer exactly once.
+    let now = sim.now;
+    sim.nodes[0]
+        .router
+        .gossip_broadcast("set", vec![encode_set(&BTreeSet::from([4242]))], now);
+    sim.drain(0);
+    // Unicast to the peer farthest away arrives.
+    let far = n - 7;
+    let dst = node_name(far);
+    sim.nodes[3]
+        .router
+        .gossip_unicast("set", dst, b"hello", now)
+        .expect("route");
+    sim.drain(3);
+    sim.run_until(now + Duration::from_secs(5));
+    for (i, n) in sim.nodes.iter_mut().enumerate() {
+        let g = n.router.gossiper_mut::<SetGossiper>("set").expect("set");
+        if i != 0 {
+            assert_eq!(
+                g.broadcasts_seen.get(&4242),
+                Some(&1),
+                "peer {i} saw the broadcast once"
+            );
+        }
+        if i == far {
+            assert_eq!(g.unicasts, vec![(node_name(3), b"hello".to_vec())]);
+        } else {
+            assert!(g.unicasts.is_empty());
+        }
+    }
+}
+
+#[test]
+fn sparse_mesh_converges_and_routes_broadcast_and_unicast() {
+    sparse_join_and_route(40, 2);
+}
+
+#[test]
+#[ignore = "slow in debug builds: run with --release --ignored --nocapture"]
+fn hundred_peers_sparse_mesh_converges_and_routes() {
+    sparse_join_and_route(100, 2);
+}
+
+#[test]
+fn partition_splits_and_heals() {
+    let n = 12;
+    let (mut sim, _) = join_random(n, 2, 3, NetOpts::default(), true, Duration::from_secs(20));
+    let group: Vec<u32> = (0..n).map(|i| u32::from(i >= n / 2)).collect();
+    let a: Vec<usize> = (0..n / 2).collect();
+    let b: Vec<usize> = (n / 2..n).collect();
+    sim.partition(group);
+    let ta = sim
+        .run_until_converged(&a, Duration::from_millis(500), Duration::from_secs(600))
+        .expect("side A converges");
+    assert!(sim.converged(&b), "side B converged too");
+    println!(
+        "partition: each side converged {:.1} s after the split",
+        ta.as_secs_f64()
+    );
+    for i in &a {
+        assert_eq!(
+            sim.nodes[*i].router.peers().len(),
+            n / 2,
+            "peers of the other side were collected"
+        );
+    }
+    // Heal: cross links come back as direct targets are retried (backoff
+    // caps at 6 minutes).
+    sim.partition(vec![0; n]);
+    let all: Vec<usize> = (0..n).collect();
+    let th = sim
+        .run_until_converged(&all, Duration::from_secs(1), Duration::from_secs(1800))
+        .expect("heals");
+    println!(
+        "partition: healed and converged {:.1} s after the heal",
+        th.as_secs_f64()
+    );
+}
+
+#[test]
+fn short_id_collision_resolves() {
+    // Find two router seeds that draw the same short ID.
+    let short_of = |seed: u64| {
+        let mut r = StdRng::seed_from_u64(seed);
+        let _ = PeerUid::random(&mut r);
+        ShortId::random(&mut r)
+    };
+    let first = short_of(1);
+    let second = (2..1_000_000u64)
+        .find(|s| short_of(*s) == first)
+        .expect("a colliding seed");
+    let mut sim = Sim::new(9, NetOpts::default());
+    let a = sim.add_node(|_| {}, 1);
+    let b = sim.add_node(|_| {}, second);
+    assert_eq!(
+        sim.nodes[a].router.peers().ourself().short_id,
+        sim.nodes[b].router.peers().ourself().short_id
+    );
+    let t0 = sim.t0;
+    sim.start_at(a, t0, &[]);
+    sim.start_at(b, t0, &[a]);
+    sim.run_until(t0 + Duration::from_secs(10));
+    let sa = sim.nodes[a].router.peers().ourself().short_id;
+    let sb = sim.nodes[b].router.peers().ourself().short_id;
+    assert_eq!(sa, first, "the lower name keeps its short ID");
+    assert_ne!(sb, first, "the higher name moved");
+    assert!(sim.converged(&[a, b]));
+    for n in &sim.nodes {
+        let p = n.router.peers();
+        assert_eq!(p.by_short_id(sa).map(|x| x.name), Some(node_name(a)));
+        assert_eq!(p.by_short_id(sb).map(|x| x.name), Some(node_name(b)));
+    }
+}
+
+#[test]
+fn simultaneous_duplicate_connections_leave_exactly_one() {
+    for seed in 0..20 {
+        let mut sim = Sim::new(seed, NetOpts::default());
+        let a = sim.add_node(|_| {}, 100 + seed);
+        let b = sim.add_node(|_| {}, 200 + seed);
+        let t0 = sim.t0;
+        // Both listen before either dials, so both dials succeed.
+        sim.nodes[a].alive = true;
+        sim.nodes[b].alive = true;
+        sim.start_at(a, t0, &[b]);
+        sim.start_at(b, t0, &[a]);
+        sim.run_until(t0 + Duration::from_secs(20));
+        assert!(sim.converged(&[a, b]), "seed {seed}");
+        let ca = sim.nodes[a].router.status(sim.now);
+        let cb = sim.nodes[b].router.status(sim.now);
+        let est_a: Vec<_> = ca
+            .connections
+            .iter()
+            .filter(|c| c.state == "established")
+            .collect();
+        let est_b: Vec<_> = cb
+            .connections
+            .iter()
+            .filter(|c| c.state == "established")
+            .collect();
+        assert_eq!(est_a.len(), 1, "seed {seed}: {:?}", ca.connections);
+        assert_eq!(est_b.len(), 1, "seed {seed}: {:?}", cb.connections);
+        // Both ends kept the same TCP connection.
+        assert_eq!(sim.links.len(), 2, "seed {seed}: one live link (two ends)");
+        assert_ne!(est_a[0].outbound, est_b[0].outbound);
+        let dups = sim.nodes[a]
+            .closes
+            .iter()
+            .chain(&sim.nodes[b].closes)
+            .filter(|r| matches!(r, CloseReason::Duplicate(_)))
+            .count();
+        assert!(dups >= 1, "seed {seed}: a duplicate was refused");
+    }
+}
+
+#[test]
+fn loss_and_reordering_do_not_break_convergence() {
+    let opts = NetOpts {
+        min_latency_ms: 1,
+        max_latency_ms: 200,
+        loss: 0.05,
+        reorder: true,
+    };
+    let (sim, r) = join_random(16, 2, 5, opts, true, Duration::from_secs(30));
+    print("join-16 with 5% loss and reordering", &r, &sim);
+}
+
+#[test]
+fn encrypted_mesh_converges_and_wrong_password_is_refused() {
+    let mut sim = Sim::new(11, NetOpts::default());
+    let mut ids = Vec::new();
+    for i in 0..6u64 {
+        ids.push(sim.add_node(|c| c.password = Some(b"s3cret".to_vec()), 500 + i));
+    }
+    let intruder = sim.add_node(|c| c.password = Some(b"guess".to_vec()), 999);
+    let t0 = sim.t0;
+    for (k, id) in ids.iter().enumerate() {
+        let targets: Vec<usize> = if k == 0 { vec![] } else { vec![ids[k - 1]] };
+        sim.start_at(*id, t0 + Duration::from_millis(10 * k as u64), &targets);
+    }
+    sim.start_at(intruder, t0, &[ids[0]]);
+    sim.run_until(t0 + Duration::from_secs(30));
+    assert!(sim.converged(&ids));
+    assert_eq!(sim.nodes[intruder].router.peers().len(), 1);
+    assert!(
+        sim.nodes[intruder]
+            .closes
+            .contains(&CloseReason::Protocol(ConnError::PasswordMismatch)),
+        "{:?}",
+        sim.nodes[intruder].closes
+    );
+    assert!(
+        sim.nodes[ids[0]]
+            .closes
+            .contains(&CloseReason::Protocol(ConnError::PasswordMismatch)),
+        "the other side says so too: {:?}",
+        sim.nodes[ids[0]].closes
+    );
+    let st = sim.nodes[ids[0]].router.status(sim.now);
+    assert!(st.encryption && st.connections.iter().any(|c| c.encrypted));
+}
+
+#[test]
+fn dead_peer_is_collected_and_line_reroutes() {
+    // 0 - 1 - 2 plus 0 - 2 via discovery; kill 1: the others keep a direct link.
+    let mut sim = Sim::new(21, NetOpts::default());
+    for i in 0..3 {
+        sim.add_node(|_| {}, 300 + i);
+    }
+    let t0 = sim.t0;
+    sim.start_at(0, t0, &[]);
+    sim.start_at(1, t0, &[0]);
+    sim.start_at(2, t0, &[1]);
+    sim.run_until(t0 + Duration::from_secs(10));
+    assert!(sim.converged(&[0, 1, 2]));
+    assert_eq!(
+        sim.nodes[0].router.peers().ourself().connections.len(),
+        2,
+        "discovery linked 0 and 2"
+    );
+    // Kill 1.
+    sim.nodes[1].alive = false;
+    let ends: Vec<(usize, ConnHandle)> = sim
+        .links
+        .iter()
+        .filter(|((n, _), _)| *n == 1)
+        .map(|(_, e)| (e.node, e.conn))
+        .collect();
+    let now = sim.now;
+    for (n, c) in ends {
+        sim.nodes[n]
+            .router
+            .connection_closed(c, "connection reset", now);
+        sim.drain(n);
+    }
+    sim.links.retain(|(n, _), e| *n != 1 && e.node != 1);
+    sim.run_until(now + Duration::from_secs(5));
+    assert!(sim.converged(&[0, 2]));
+    let r = sim.nodes[0].router.routes().unicast.clone();
+    assert_eq!(r.get(&node_name(2)), Some(&node_name(2)));
+    assert!(!r.contains_key(&node_name(1)));
+}
+
+#[test]
+#[ignore = "slow: 1,000 peers; run with --release --ignored --nocapture"]
+fn thousand_peers_converge() {
+    let (sim, r) = join_random(
+        1000,
+        3,
+        7,
+        NetOpts::default(),
+        false,
+        Duration::from_secs(120),
+    );
+    print("join-1000 (no discovery, 3 targets each)", &r, &sim);
+}
+
+#[test]
+#[ignore = "measurement: prints the 100-peer numbers in release mode"]
+fn hundred_peers_measurement() {
+    for seed in 1..=3 {
+        let (sim, r) = join_random(
+            100,
+            3,
+            seed,
+            NetOpts::default(),
+            false,
+            Duration::from_secs(60),
+        );
+        print(&format!("join-100 seed {seed} (no discovery)"), &r, &sim);
+    }
+}
