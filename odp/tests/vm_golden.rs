@@ -178,3 +178,125 @@ fn vm_golden_replies_round_trip() {
     );
     assert!(text.contains("ct(zone=7)"), "{text}");
 }
+
+/// Netlink messages in a pcap file of an nlmon device (data link type
+/// NETLINK; each record is one message, possibly behind a 16-byte cooked
+/// header).
+fn pcap_netlink_messages(pcap: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut off = 24;
+    while off + 16 <= pcap.len() {
+        let incl = u32::from_ne_bytes(pcap[off + 8..off + 12].try_into().unwrap()) as usize;
+        let rec = &pcap[off + 16..(off + 16 + incl).min(pcap.len())];
+        off += 16 + incl;
+        for skip in [0usize, 16] {
+            if rec.len() >= skip + 16 {
+                let len = u32::from_ne_bytes(rec[skip..skip + 4].try_into().unwrap()) as usize;
+                if len >= 16 && skip + len <= rec.len() && rec.len() - (skip + len) < 4 {
+                    out.push(rec[skip..skip + len].to_vec());
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs the kernel openvswitch datapath: cargo xtask test runs it in the VM"]
+fn vm_golden_ovs_dpctl_requests() {
+    sh("modprobe", &["nlmon"]);
+    sh_quiet("ip", &["link", "del", "odpmon0"]);
+    sh("ip", &["link", "add", "odpmon0", "type", "nlmon"]);
+    sh("ip", &["link", "set", "odpmon0", "up"]);
+    let pcap = std::env::temp_dir().join("odp-dpctl.pcap");
+    let mut dump = std::process::Command::new("tcpdump")
+        .args(["-i", "odpmon0", "-U", "-s", "0", "-w"])
+        .arg(&pcap)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let name = unique("dpct");
+    let dpn = format!("system@{name}");
+    sh_quiet("ovs-dpctl", &["del-dp", &dpn]);
+    sh("ovs-dpctl", &["add-dp", &dpn]);
+    sh(
+        "ovs-dpctl",
+        &["add-if", &dpn, &format!("{},type=internal", unique("dpci"))],
+    );
+    sh(
+        "ovs-dpctl",
+        &[
+            "add-if",
+            &dpn,
+            &format!("{},type=vxlan,remote_ip=flow,dst_port=4796", unique("dpcv")),
+        ],
+    );
+    sh(
+        "ovs-dpctl",
+        &[
+            "add-flow",
+            &dpn,
+            "in_port(1),eth(src=02:00:00:00:00:01,dst=02:00:00:00:00:02),eth_type(0x0800),\
+             ipv4(src=10.0.0.1,dst=10.0.0.2,proto=17,tos=0,ttl=64,frag=no),udp(src=1000,dst=53)",
+            "2",
+        ],
+    );
+    sh(
+        "ovs-dpctl",
+        &[
+            "add-flow",
+            &dpn,
+            "in_port(1),eth(dst=02:00:00:00:00:02),eth_type(0x0800),ipv4(dst=10.32.0.0/255.240.0.0)",
+            "set(tunnel(tun_id=0x5,dst=192.0.2.2,ttl=64,flags(df))),2",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(dump.id() as i32, libc::SIGINT) };
+    dump.wait().unwrap();
+    sh_quiet("ovs-dpctl", &["del-dp", &dpn]);
+    sh_quiet("ip", &["link", "del", "odpmon0"]);
+
+    let ovs = Ovs::connect().unwrap();
+    let (dpf, vpf, flf) = (ovs.datapath_family(), ovs.vport_family(), ovs.flow_family());
+    let msgs = pcap_netlink_messages(&std::fs::read(&pcap).unwrap());
+    let requests: Vec<(u16, Vec<u8>)> = msgs
+        .iter()
+        .filter_map(|m| {
+            let h = odp::wire::netlink::NlMsgHeader::parse(m).ok()?;
+            let is_req = h.flags & odp::wire::netlink::NLM_F_REQUEST != 0;
+            (is_req && m.get(16) == Some(&1)).then(|| (h.kind, m[16..].to_vec()))
+        })
+        .collect();
+    let pick = |family: u16| -> Vec<Vec<u8>> {
+        requests
+            .iter()
+            .filter(|(k, _)| *k == family)
+            .map(|(_, b)| b.clone())
+            .collect()
+    };
+    let dp_new = pick(dpf);
+    let vport_new = pick(vpf);
+    let flow_new = pick(flf);
+    eprintln!(
+        "captured {} messages: {} dp NEW, {} vport NEW, {} flow NEW",
+        msgs.len(),
+        dp_new.len(),
+        vport_new.len(),
+        flow_new.len()
+    );
+    assert!(!dp_new.is_empty() && vport_new.len() >= 2 && flow_new.len() >= 2);
+    // Feature probes come first; the commands we ran are the last ones.
+    let (dp_new, vport_new, flow_new) = (
+        &dp_new[dp_new.len() - 1..],
+        &vport_new[vport_new.len() - 2..],
+        &flow_new[flow_new.len() - 2..],
+    );
+    check_and_store::<DatapathAttr>("dpctl_dp_new", &dp_new[0]);
+    check_and_store::<VportAttr>("dpctl_vport_new_internal", &vport_new[0]);
+    check_and_store::<VportAttr>("dpctl_vport_new_vxlan", &vport_new[1]);
+    check_and_store::<FlowAttr>("dpctl_flow_new_exact", &flow_new[0]);
+    check_and_store::<FlowAttr>("dpctl_flow_new_tunnel", &flow_new[1]);
+}

@@ -15,7 +15,7 @@ mod flow;
 mod packet;
 mod vport;
 
-pub use datapath::{DatapathHandle, DatapathOptions, Features};
+pub use datapath::{DatapathHandle, DatapathOptions, Features, NEGOTIATION_ORDER};
 pub use flow::{FlowHandle, FlowId, FlowSpec};
 pub use packet::PacketHandle;
 pub use vport::{VportHandle, VportSpec};
