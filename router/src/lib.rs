@@ -9,4 +9,5 @@ pub mod fastdp;
 pub mod ipam;
 pub mod mesh;
 pub mod net;
+pub mod overlay;
 pub mod sleeve;

@@ -21,6 +21,8 @@ use super::persist;
 use super::status::Snapshot;
 use crate::mesh::connection_maker::DirectPeer;
 use crate::mesh::router::{ConnHandle, MeshRouter, Output};
+use crate::overlay::dataplane::OverlayEvent;
+use crate::overlay::runtime::Overlay;
 
 /// How long a dial may take before it counts as failed.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,6 +63,8 @@ pub enum Event {
     Closed(ConnHandle, String),
     /// An API request.
     Control(Control),
+    /// The data plane asks something of the mesh.
+    Overlay(OverlayEvent),
 }
 
 /// A live socket as the router task sees it.
@@ -76,6 +80,7 @@ pub struct RouterTask {
     sockets: HashMap<ConnHandle, Socket>,
     events: mpsc::UnboundedSender<Event>,
     targets_file: Option<PathBuf>,
+    overlay: Option<Overlay>,
 }
 
 impl RouterTask {
@@ -87,7 +92,14 @@ impl RouterTask {
             sockets: HashMap::new(),
             events,
             targets_file: None,
+            overlay: None,
         }
+    }
+
+    /// Runs the data plane `overlay` on the mesh's connections.
+    pub fn with_overlay(mut self, overlay: Overlay) -> Self {
+        self.overlay = Some(overlay);
+        self
     }
 
     /// Keeps the direct peers in `path` whenever they change, for `--resume`.
@@ -156,6 +168,12 @@ impl RouterTask {
                 }
             }
             Event::Control(control) => self.control(control, now),
+            Event::Overlay(event) => {
+                let failed = self.overlay.as_ref().and_then(|o| o.on_event(event, &mut self.mesh, now));
+                if let Some((conn, reason)) = failed {
+                    self.handle(Event::Closed(conn, reason));
+                }
+            }
         }
     }
 
@@ -166,6 +184,7 @@ impl RouterTask {
                     version: self.version.clone(),
                     mesh: self.mesh.status(now),
                     counters: self.mesh.counters(),
+                    overlay: self.overlay.as_ref().map(Overlay::status).unwrap_or_default(),
                 };
                 let _ = reply.send(snapshot);
             }
@@ -189,6 +208,9 @@ impl RouterTask {
     /// Carries out everything the mesh asked for.
     fn drain(&mut self) {
         while let Some(output) = self.mesh.poll_output() {
+            if let Some(overlay) = &self.overlay {
+                overlay.on_output(&output);
+            }
             match output {
                 Output::Transmit { conn, bytes } => {
                     if let Some(socket) = self.sockets.get(&conn) {
@@ -231,14 +253,14 @@ impl RouterTask {
                     info!(%remote, "connection removed");
                 }
                 Output::OverlayControl { conn, tag, .. } => {
-                    debug!(
-                        ?tag,
-                        "overlay control message on connection {} ignored: no overlay yet", conn.0
-                    );
+                    debug!(?tag, "overlay control message on connection {}", conn.0);
                 }
                 Output::PeerRemoved(name) => info!(%name, "peer removed: unreachable"),
                 Output::ShortIdsChanged => debug!("short ids changed"),
             }
+        }
+        if let Some(overlay) = &mut self.overlay {
+            overlay.sync_routes(&mut self.mesh);
         }
     }
 

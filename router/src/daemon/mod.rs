@@ -75,6 +75,9 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         .iter()
         .map(|net| IpNet::V4(*net))
         .collect();
+    // Bridge mode: the sleeve establishes connections (not the handshake).
+    config.overlay_features = crate::overlay::runtime::overlay_features();
+    config.auto_establish = false;
     if config.password.is_some() {
         info!("communication between peers via untrusted networks is encrypted");
     } else {
@@ -92,6 +95,18 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         .with_context(|| format!("listening on TCP port {}", options.port))?;
 
     let (events, queue) = mpsc::unbounded_channel();
+    let overlay_events = events.clone();
+    let overlay = crate::overlay::runtime::start_bridge_mode(
+        name,
+        options.weave_bridge.clone(),
+        options.mtu,
+        options.port,
+        Box::new(move |event| {
+            let _ = overlay_events.send(Event::Overlay(event));
+        }),
+    )
+    .await
+    .context("starting the Bridge-mode data plane")?;
     tokio::spawn(actor::accept_loop(listener, events.clone()));
     if let Some(addr) = http_addr {
         let router = http::api_router(events.clone());
@@ -140,7 +155,9 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         Err(errors) => return Err(anyhow!("initial peers: {}", errors.join("; "))),
     }
 
-    let task = RouterTask::new(mesh, VERSION.to_string(), events).persist_targets(targets_file);
+    let task = RouterTask::new(mesh, VERSION.to_string(), events)
+        .persist_targets(targets_file)
+        .with_overlay(overlay);
     tokio::select! {
         () = task.run(queue) => {}
         _ = tokio::signal::ctrl_c() => info!("interrupted: stopping"),

@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use crate::mesh::identity::PeerName;
 use crate::mesh::router::{ConnectionStatus, MeshCounters, MeshStatus};
+use crate::overlay::dataplane::ConnOverlayStatus;
 
 /// Everything the status pages show, taken from the router in one go.
 #[derive(Debug, Clone)]
@@ -18,6 +20,8 @@ pub struct Snapshot {
     pub mesh: MeshStatus,
     /// Mesh counters.
     pub counters: MeshCounters,
+    /// The data plane's state of each connection, by peer.
+    pub overlay: BTreeMap<PeerName, ConnOverlayStatus>,
 }
 
 /// The connection states in the order Weave lists their counts.
@@ -109,14 +113,25 @@ fn direction(outbound: bool) -> &'static str {
 pub fn connections_text(snapshot: &Snapshot) -> String {
     let mut out = String::new();
     for conn in &snapshot.mesh.connections {
-        let attrs = if conn.encrypted { " encrypted" } else { "" };
+        let mut attrs = if conn.encrypted { " encrypted" } else { "" }.to_string();
+        let overlay = conn.remote.as_ref().and_then(|(name, _)| snapshot.overlay.get(name));
+        let info = match overlay {
+            Some(o) => {
+                for (key, value) in o.attrs.iter().filter(|(k, _)| k != "name") {
+                    let _ = write!(attrs, " {key}={value}");
+                }
+                let _ = write!(attrs, " ({})", o.reason);
+                let name = o.overlay.as_deref().unwrap_or("none");
+                format!("{name:<6} {}", conn.info)
+            }
+            None => conn.info.clone(),
+        };
         let _ = writeln!(
             out,
-            "{} {:<21} {:<11} {}{attrs}",
+            "{} {:<21} {:<11} {info}{attrs}",
             direction(conn.outbound),
             conn.address,
             conn.state,
-            conn.info
         );
     }
     out

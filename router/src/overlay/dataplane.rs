@@ -1,0 +1,807 @@
+//! The data-plane thread: one poll loop over the capture socket, the two
+//! sleeve UDP sockets and a wake-up eventfd, owning the sleeve
+//! connections and the [`Switch`].
+//!
+//! The control plane (the router task) talks to it through [`Command`]s
+//! and hears back through [`OverlayEvent`]s; per-connection status is
+//! published in a shared map the status pages read without a round trip.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::sockets::{PacketSocket, RecvBatch, UdpSocket, Waker, path_mtu, poll_readable};
+use super::switching::{Decision, Mac, Switch};
+use crate::mesh::codec::Features;
+use crate::mesh::crypto::SessionKey;
+use crate::mesh::identity::PeerName;
+use crate::mesh::router::ConnHandle;
+use crate::mesh::wire::ProtocolTag;
+use crate::sleeve::checksum::complete_checksum;
+use crate::sleeve::connection::{ForwardOutcome, SleeveAction, SleeveConnection, SleeveParams};
+use crate::sleeve::frame::split_sender;
+use crate::sleeve::overlay_switch::{
+    OVERLAYS_FEATURE, OverlaySwitch, SwitchEvent, SwitchSetup, negotiate, unwrap_control,
+    wrap_control,
+};
+
+use super::switching::RouteTable;
+
+/// The overlays this data plane runs, most preferred first.
+pub const LOCAL_OVERLAYS: &[&str] = &["sleeve"];
+
+/// Frames or datagrams read per `recvmmsg`.
+const BATCH: usize = 32;
+/// Buffer per frame or datagram: the largest IP packet plus an Ethernet
+/// header, rounded up.
+const BUF_SIZE: usize = 65536 + 64;
+/// How often MAC entries are checked for expiry.
+const MAC_EXPIRY_CHECK: Duration = Duration::from_secs(60);
+
+/// A connection the mesh added, for the overlay to start on.
+#[derive(Debug, Clone)]
+pub struct ConnSpec {
+    /// The mesh connection.
+    pub conn: ConnHandle,
+    /// The peer.
+    pub remote: PeerName,
+    /// Whether we dialled.
+    pub outbound: bool,
+    /// The peer's TCP address (its UDP address too when we dialled).
+    pub remote_addr: SocketAddr,
+    /// The connection UID both ends share.
+    pub conn_uid: u64,
+    /// The session key when the link is encrypted.
+    pub session_key: Option<SessionKey>,
+    /// The peer's features map.
+    pub features: Features,
+}
+
+/// What the control plane tells the data plane.
+#[derive(Debug)]
+pub enum Command {
+    /// Start the overlay on a new connection.
+    Add(ConnSpec),
+    /// A connection went away.
+    Remove {
+        /// Which.
+        conn: ConnHandle,
+        /// Its peer.
+        remote: PeerName,
+    },
+    /// An overlay control message arrived on a connection.
+    Control {
+        /// Which connection.
+        conn: ConnHandle,
+        /// The mesh tag (1–3 or 7).
+        tag: ProtocolTag,
+        /// The message after the tag.
+        payload: Vec<u8>,
+    },
+    /// New routes.
+    Routes(RouteTable),
+    /// A peer was forgotten: drop its MAC entries.
+    PeerGone(PeerName),
+    /// End the thread.
+    Stop,
+}
+
+/// What the data plane asks of the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayEvent {
+    /// Send this overlay control message on the connection.
+    Control {
+        /// Which connection.
+        conn: ConnHandle,
+        /// The mesh tag.
+        tag: ProtocolTag,
+        /// The message after the tag.
+        payload: Vec<u8>,
+    },
+    /// The overlay works on the connection: mark it established.
+    Established {
+        /// Which connection.
+        conn: ConnHandle,
+    },
+    /// The overlay failed on the connection: close it.
+    Failed {
+        /// Which connection.
+        conn: ConnHandle,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The overlay state of one connection, for `/status/connections`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnOverlayStatus {
+    /// The mesh connection.
+    pub conn: ConnHandle,
+    /// The overlay carrying traffic (`sleeve`), if any.
+    pub overlay: Option<String>,
+    /// Why that one, in words.
+    pub reason: String,
+    /// Weave's attributes of the overlay in use, e.g. `mtu`.
+    pub attrs: Vec<(String, String)>,
+    /// Whether the overlay has been established.
+    pub established: bool,
+}
+
+/// The shared per-peer status map.
+pub type StatusMap = Arc<Mutex<BTreeMap<PeerName, ConnOverlayStatus>>>;
+
+/// Counters of the data plane (logged at debug level; kept for tests and
+/// status).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    /// Frames captured on the bridge.
+    pub captured: u64,
+    /// Captured frames whose checksum was completed here.
+    pub checksums_completed: u64,
+    /// Frames injected into the bridge.
+    pub injected: u64,
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Frames dropped by the switch or a connection.
+    pub dropped: u64,
+    /// Datagrams that could not be opened or parsed.
+    pub bad_datagrams: u64,
+}
+
+struct Conn {
+    handle: ConnHandle,
+    sleeve: SleeveConnection,
+    /// `None`: the peer predates the overlay switch (bare control tags).
+    switch: Option<OverlaySwitch>,
+    dirty: bool,
+}
+
+struct Outgoing {
+    peer: PeerName,
+    df: bool,
+    to: SocketAddrV4,
+    datagram: Vec<u8>,
+}
+
+/// Everything but the sockets and their buffers.
+struct State {
+    ourself: PeerName,
+    switch: Switch,
+    conns: HashMap<PeerName, Conn>,
+    out: Vec<Outgoing>,
+    inject: Vec<Vec<u8>>,
+    events: Box<dyn Fn(OverlayEvent) + Send>,
+    status: StatusMap,
+    counters: Counters,
+}
+
+/// The sockets of the data plane.
+#[derive(Debug)]
+pub struct Sockets {
+    /// Capture and injection on `vethwe-pcap`.
+    pub capture: PacketSocket,
+    /// UDP without DF (the kernel may fragment).
+    pub udp: UdpSocket,
+    /// UDP with DF and PMTU discovery.
+    pub udp_df: UdpSocket,
+}
+
+/// The data-plane loop.
+pub struct Dataplane {
+    state: State,
+    sockets: Sockets,
+    waker: Arc<Waker>,
+    commands: Receiver<Command>,
+    cap_batch: RecvBatch,
+    udp_batch: RecvBatch,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("ourself", &self.state.ourself)
+            .field("conns", &self.state.conns.len())
+            .finish()
+    }
+}
+
+impl Dataplane {
+    /// A loop for peer `ourself` over `sockets`.
+    pub fn new(
+        ourself: PeerName,
+        sockets: Sockets,
+        waker: Arc<Waker>,
+        commands: Receiver<Command>,
+        events: Box<dyn Fn(OverlayEvent) + Send>,
+        status: StatusMap,
+    ) -> Self {
+        Dataplane {
+            state: State {
+                ourself,
+                switch: Switch::new(ourself),
+                conns: HashMap::new(),
+                out: Vec::new(),
+                inject: Vec::new(),
+                events,
+                status,
+                counters: Counters::default(),
+            },
+            sockets,
+            waker,
+            commands,
+            cap_batch: RecvBatch::new(BATCH, BUF_SIZE),
+            udp_batch: RecvBatch::new(BATCH, BUF_SIZE),
+        }
+    }
+
+    /// Runs until [`Command::Stop`] or the command channel closes.
+    pub fn run(mut self) {
+        let mut next_expiry = Instant::now() + MAC_EXPIRY_CHECK;
+        let fds = [
+            self.waker.raw_fd(),
+            self.sockets.capture.raw_fd(),
+            self.sockets.udp.raw_fd(),
+            self.sockets.udp_df.raw_fd(),
+        ];
+        loop {
+            let now = Instant::now();
+            let deadline = self
+                .state
+                .next_deadline()
+                .map_or(next_expiry, |d| d.min(next_expiry));
+            let wait = deadline.saturating_duration_since(now);
+            // Round up so a deadline is not polled for just before it.
+            let ms = i32::try_from(wait.as_millis() + 1).unwrap_or(i32::MAX);
+            let ready = match poll_readable(&fds, ms) {
+                Ok(r) => r,
+                Err(error) => {
+                    warn!(%error, "data plane: poll failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            if ready.first() == Some(&true) {
+                self.waker.clear();
+            }
+            if !self.commands() {
+                info!(counters = ?self.state.counters, "data plane stopped");
+                return;
+            }
+            let now = Instant::now();
+            if ready.get(1) == Some(&true) {
+                self.capture(now);
+            }
+            if ready.get(2) == Some(&true) {
+                self.receive(false, now);
+            }
+            if ready.get(3) == Some(&true) {
+                self.receive(true, now);
+            }
+            self.state.timers(now);
+            if now >= next_expiry {
+                next_expiry = now + MAC_EXPIRY_CHECK;
+                for (mac, location) in self.state.switch.macs_mut().expire(now) {
+                    debug!(mac = %fmt_mac(&mac), ?location, "expired MAC");
+                }
+            }
+            self.state.flush(&self.sockets, now);
+        }
+    }
+
+    /// Applies queued commands; false on Stop.
+    fn commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
+                Ok(command) => self.state.command(command, Instant::now()),
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn capture(&mut self, now: Instant) {
+        // A few batches per wake-up, so the UDP side gets its turn.
+        for _ in 0..4 {
+            let n = match self.cap_batch.recv(self.sockets.capture.raw_fd()) {
+                Ok(n) => n,
+                Err(error) => {
+                    warn!(%error, "capture failed");
+                    return;
+                }
+            };
+            for i in 0..n {
+                if let Some(c) = self.cap_batch.captured(i) {
+                    if c.outgoing || c.truncated {
+                        continue;
+                    }
+                    self.state.counters.captured += 1;
+                    if c.csum_not_ready && complete_checksum(c.frame, None).is_ok() {
+                        self.state.counters.checksums_completed += 1;
+                    }
+                    self.state.on_captured(c.frame, now);
+                }
+            }
+            self.state.flush(&self.sockets, now);
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+
+    fn receive(&mut self, df: bool, now: Instant) {
+        let fd = if df {
+            self.sockets.udp_df.raw_fd()
+        } else {
+            self.sockets.udp.raw_fd()
+        };
+        for _ in 0..4 {
+            let n = match self.udp_batch.recv(fd) {
+                Ok(n) => n,
+                Err(error) => {
+                    // ICMP errors surface here on some kernels; not fatal.
+                    debug!(%error, "UDP receive");
+                    return;
+                }
+            };
+            for i in 0..n {
+                if let Some((from, data, truncated)) = self.udp_batch.datagram(i) {
+                    self.state.counters.datagrams_in += 1;
+                    if truncated {
+                        self.state.counters.bad_datagrams += 1;
+                        continue;
+                    }
+                    self.state
+                        .on_datagram(from, data, &self.sockets.capture, now);
+                }
+            }
+            self.state.flush(&self.sockets, now);
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+}
+
+fn fmt_mac(mac: &Mac) -> String {
+    let [a, b, c, d, e, f] = *mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+fn macs_of(frame: &[u8]) -> Option<(Mac, Mac)> {
+    let dst: Mac = frame.get(0..6)?.try_into().ok()?;
+    let src: Mac = frame.get(6..12)?.try_into().ok()?;
+    if frame.len() < 14 {
+        return None;
+    }
+    Some((src, dst))
+}
+
+impl State {
+    fn emit(&self, event: OverlayEvent) {
+        (self.events)(event);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .filter_map(|c| c.sleeve.poll_timeout())
+            .min()
+    }
+
+    fn command(&mut self, command: Command, now: Instant) {
+        match command {
+            Command::Add(spec) => self.add(spec, now),
+            Command::Remove { conn, remote } => {
+                if self.conns.get(&remote).is_some_and(|c| c.handle == conn) {
+                    self.conns.remove(&remote);
+                    if let Ok(mut map) = self.status.lock() {
+                        map.remove(&remote);
+                    }
+                    info!(%remote, "sleeve stopped");
+                }
+            }
+            Command::Control { conn, tag, payload } => self.control(conn, tag, &payload, now),
+            Command::Routes(routes) => self.switch.set_routes(routes),
+            Command::PeerGone(peer) => {
+                let n = self.switch.macs_mut().forget_peer(peer);
+                debug!(%peer, n, "forgot the MACs of a removed peer");
+            }
+            Command::Stop => {}
+        }
+    }
+
+    fn add(&mut self, spec: ConnSpec, now: Instant) {
+        let setup = match negotiate(
+            LOCAL_OVERLAYS,
+            spec.features.get(OVERLAYS_FEATURE).map(String::as_str),
+        ) {
+            Ok(setup) => setup,
+            Err(error) => {
+                self.emit(OverlayEvent::Failed {
+                    conn: spec.conn,
+                    reason: error.to_string(),
+                });
+                return;
+            }
+        };
+        let switch = match setup {
+            SwitchSetup::Compat => None,
+            SwitchSetup::Switch(names) => Some(OverlaySwitch::new(
+                names
+                    .into_iter()
+                    .map(|name| {
+                        let started = if name == "sleeve" {
+                            Ok(())
+                        } else {
+                            Err(format!("{name} is not available"))
+                        };
+                        (name, started)
+                    })
+                    .collect(),
+            )),
+        };
+        let remote_addr = spec.outbound.then_some(spec.remote_addr);
+        let mut sleeve = SleeveConnection::new(SleeveParams {
+            local: self.ourself.to_bytes(),
+            remote: spec.remote.to_bytes(),
+            outbound: spec.outbound,
+            conn_uid: spec.conn_uid,
+            session_key: spec.session_key,
+            remote_addr,
+        });
+        sleeve.confirm(now);
+        info!(
+            remote = %spec.remote,
+            encrypted = sleeve.status().encrypted,
+            ?remote_addr,
+            "sleeve started"
+        );
+        self.conns.insert(
+            spec.remote,
+            Conn {
+                handle: spec.conn,
+                sleeve,
+                switch,
+                dirty: false,
+            },
+        );
+        self.publish(spec.remote);
+    }
+
+    fn control(&mut self, conn: ConnHandle, tag: ProtocolTag, payload: &[u8], now: Instant) {
+        let Some((peer, c)) = self.conns.iter_mut().find(|(_, c)| c.handle == conn) else {
+            return;
+        };
+        let peer = *peer;
+        let (sub_tag, msg) = if tag == ProtocolTag::OverlayControl {
+            match unwrap_control(payload) {
+                // Sleeve is the only overlay we run, always at index 0.
+                Ok(m) if m.index == 0 && c.switch.is_some() => (m.tag, m.msg),
+                Ok(m) => {
+                    debug!(%peer, index = m.index, "control message for an overlay we do not run");
+                    return;
+                }
+                Err(error) => {
+                    debug!(%peer, %error, "bad overlay control message");
+                    return;
+                }
+            }
+        } else {
+            (tag.byte(), payload)
+        };
+        if let Err(error) = c.sleeve.on_control(now, sub_tag, msg) {
+            debug!(%peer, %error, "sleeve control message ignored");
+        }
+    }
+
+    fn timers(&mut self, now: Instant) {
+        for c in self.conns.values_mut() {
+            if c.sleeve.poll_timeout().is_some_and(|t| t <= now) {
+                c.sleeve.handle_timeout(now);
+            }
+        }
+    }
+
+    fn forward_to(
+        &mut self,
+        via: PeerName,
+        src: PeerName,
+        dst: PeerName,
+        frame: &[u8],
+        broadcast: bool,
+    ) {
+        let Some(c) = self.conns.get_mut(&via) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        match c
+            .sleeve
+            .forward(&src.to_bytes(), &dst.to_bytes(), frame, broadcast)
+        {
+            ForwardOutcome::Queued => c.dirty = true,
+            ForwardOutcome::FragNeeded(icmp) => self.inject.push(icmp),
+            ForwardOutcome::Dropped(reason) => {
+                self.counters.dropped += 1;
+                debug!(%via, ?reason, "frame not sent");
+            }
+        }
+    }
+
+    fn on_captured(&mut self, frame: &[u8], now: Instant) {
+        let Some((src_mac, dst_mac)) = macs_of(frame) else {
+            return;
+        };
+        match self.switch.captured(src_mac, dst_mac, now) {
+            Decision::Drop(reason) => {
+                self.counters.dropped += 1;
+                debug!(?reason, src = %fmt_mac(&src_mac), dst = %fmt_mac(&dst_mac), "captured frame dropped");
+            }
+            Decision::Unicast(send) => self.forward_to(send.via, send.src, send.dst, frame, false),
+            Decision::Flood { src, .. } => {
+                let hops = self.switch.broadcast_hops(src).to_vec();
+                for hop in hops {
+                    self.forward_to(hop, src, hop, frame, true);
+                }
+            }
+            Decision::Inject => self.inject.push(frame.to_vec()),
+        }
+    }
+
+    fn on_datagram(
+        &mut self,
+        from: SocketAddr,
+        data: &mut [u8],
+        capture: &PacketSocket,
+        now: Instant,
+    ) {
+        let Ok((sender, _)) = split_sender(data) else {
+            self.counters.bad_datagrams += 1;
+            return;
+        };
+        let sender = PeerName::from_bytes_lenient(&sender);
+        let Some(c) = self.conns.get_mut(&sender) else {
+            self.counters.bad_datagrams += 1;
+            return;
+        };
+        let Some(body) = data.get_mut(6..) else {
+            return;
+        };
+        // Frames are decrypted in place: remember where each one lies.
+        let base = body.as_ptr() as usize;
+        let mut records: Vec<(PeerName, PeerName, usize, usize)> = Vec::new();
+        let result = c.sleeve.receive(now, from, body, |f| {
+            let offset = (f.frame.as_ptr() as usize).wrapping_sub(base);
+            records.push((
+                PeerName::from_bytes_lenient(&f.src),
+                PeerName::from_bytes_lenient(&f.dst),
+                offset,
+                f.frame.len(),
+            ));
+        });
+        if let Err(error) = result {
+            self.counters.bad_datagrams += 1;
+            debug!(%sender, %error, "datagram dropped");
+        }
+        let mut local: Vec<&[u8]> = Vec::new();
+        for (src, dst, offset, len) in records {
+            let Some(frame) = body.get(offset..offset.saturating_add(len)) else {
+                continue;
+            };
+            let Some((src_mac, dst_mac)) = macs_of(frame) else {
+                continue;
+            };
+            if !self.switch.knows(src) {
+                self.counters.dropped += 1;
+                continue;
+            }
+            match self.switch.forwarded(src, dst, src_mac, dst_mac, now) {
+                Decision::Drop(reason) => {
+                    self.counters.dropped += 1;
+                    debug!(?reason, "forwarded frame dropped");
+                }
+                Decision::Unicast(send) => {
+                    self.forward_to(send.via, send.src, send.dst, frame, false)
+                }
+                Decision::Inject => local.push(frame),
+                Decision::Flood { src, inject } => {
+                    if inject {
+                        local.push(frame);
+                    }
+                    let hops = self.switch.broadcast_hops(src).to_vec();
+                    for hop in hops {
+                        self.forward_to(hop, src, hop, frame, true);
+                    }
+                }
+            }
+        }
+        if !local.is_empty() {
+            let (sent, errors) = capture.inject(&local);
+            self.counters.injected += sent as u64;
+            if let Some((_, error)) = errors.first() {
+                debug!(%error, "injecting into the bridge failed");
+            }
+        }
+    }
+
+    /// Seals pending datagrams, carries out the connections' actions and
+    /// sends everything queued, until nothing new comes up.
+    fn flush(&mut self, sockets: &Sockets, now: Instant) {
+        for _ in 0..8 {
+            let peers: Vec<PeerName> = self.conns.keys().copied().collect();
+            for peer in peers {
+                self.drain(peer);
+            }
+            if !self.inject.is_empty() {
+                let frames = std::mem::take(&mut self.inject);
+                let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+                let (sent, _) = sockets.capture.inject(&refs);
+                self.counters.injected += sent as u64;
+            }
+            if self.out.is_empty() {
+                return;
+            }
+            let out = std::mem::take(&mut self.out);
+            for df in [false, true] {
+                let batch: Vec<&Outgoing> = out.iter().filter(|o| o.df == df).collect();
+                if batch.is_empty() {
+                    continue;
+                }
+                let items: Vec<(SocketAddrV4, &[u8])> = batch
+                    .iter()
+                    .map(|o| (o.to, o.datagram.as_slice()))
+                    .collect();
+                let socket = if df { &sockets.udp_df } else { &sockets.udp };
+                let (sent, errors) = socket.send(&items);
+                self.counters.datagrams_out += sent as u64;
+                for (index, error) in errors {
+                    let Some(o) = batch.get(index) else { continue };
+                    if df && error.raw_os_error() == Some(libc::EMSGSIZE) {
+                        match path_mtu(o.to) {
+                            Ok(pmtu) => {
+                                if let Some(c) = self.conns.get_mut(&o.peer) {
+                                    c.sleeve.on_msg_too_big(now, pmtu);
+                                }
+                            }
+                            Err(e) => debug!(error = %e, "reading the path MTU"),
+                        }
+                    } else {
+                        debug!(%error, to = %o.to, "sending a datagram failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Seals what a connection has pending and carries out its actions.
+    fn drain(&mut self, peer: PeerName) {
+        let mut events = Vec::new();
+        let mut changed = false;
+        {
+            let Some(c) = self.conns.get_mut(&peer) else {
+                return;
+            };
+            if c.dirty {
+                c.sleeve.flush();
+                c.dirty = false;
+            }
+            while let Some(action) = c.sleeve.poll_action() {
+                match action {
+                    SleeveAction::Send { to, df, datagram } => match to {
+                        SocketAddr::V4(to) => self.out.push(Outgoing {
+                            peer,
+                            df,
+                            to,
+                            datagram,
+                        }),
+                        SocketAddr::V6(to) => debug!(%to, "no IPv6 underlay"),
+                    },
+                    SleeveAction::Control { tag, body } => {
+                        let event = match &c.switch {
+                            Some(_) => OverlayEvent::Control {
+                                conn: c.handle,
+                                tag: ProtocolTag::OverlayControl,
+                                payload: wrap_control(0, tag, &body),
+                            },
+                            None => match ProtocolTag::from_byte(tag) {
+                                Some(tag) => OverlayEvent::Control {
+                                    conn: c.handle,
+                                    tag,
+                                    payload: body,
+                                },
+                                None => continue,
+                            },
+                        };
+                        events.push(event);
+                    }
+                    SleeveAction::Established => {
+                        changed = true;
+                        info!(%peer, "sleeve established");
+                        match &mut c.switch {
+                            Some(switch) => switch.on_established(0),
+                            None => events.push(OverlayEvent::Established { conn: c.handle }),
+                        }
+                    }
+                    SleeveAction::MtuVerified(mtu) => {
+                        changed = true;
+                        info!(%peer, mtu, "sleeve: effective MTU verified");
+                    }
+                    SleeveAction::Failed(error) => {
+                        changed = true;
+                        warn!(%peer, %error, "sleeve failed");
+                        match &mut c.switch {
+                            Some(switch) => switch.on_error(0, error.to_string()),
+                            None => events.push(OverlayEvent::Failed {
+                                conn: c.handle,
+                                reason: error.to_string(),
+                            }),
+                        }
+                    }
+                }
+            }
+            if let Some(switch) = &mut c.switch {
+                while let Some(event) = switch.poll_event() {
+                    match event {
+                        SwitchEvent::Established => {
+                            events.push(OverlayEvent::Established { conn: c.handle })
+                        }
+                        SwitchEvent::Using { name, .. } => {
+                            changed = true;
+                            info!(%peer, overlay = %name, "using overlay");
+                        }
+                        SwitchEvent::Stop(_) => {}
+                        SwitchEvent::NoWorkingForwarders => events.push(OverlayEvent::Failed {
+                            conn: c.handle,
+                            reason: "no working forwarders".into(),
+                        }),
+                    }
+                }
+            }
+        }
+        for event in events {
+            self.emit(event);
+        }
+        if changed {
+            self.publish(peer);
+        }
+    }
+
+    fn publish(&self, peer: PeerName) {
+        let Some(c) = self.conns.get(&peer) else {
+            return;
+        };
+        let attrs: Vec<(String, String)> = c
+            .sleeve
+            .attrs()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let status = match &c.switch {
+            Some(switch) => {
+                let s = switch.status();
+                ConnOverlayStatus {
+                    conn: c.handle,
+                    overlay: s.overlay,
+                    reason: s.reason.to_string(),
+                    attrs,
+                    established: switch.is_established(),
+                }
+            }
+            None => ConnOverlayStatus {
+                conn: c.handle,
+                overlay: Some("sleeve".into()),
+                reason: "peer without overlay switch".into(),
+                attrs,
+                established: c.sleeve.is_established(),
+            },
+        };
+        if let Ok(mut map) = self.status.lock() {
+            map.insert(peer, status);
+        }
+    }
+}

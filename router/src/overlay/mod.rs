@@ -1,0 +1,84 @@
+//! The Bridge-mode data plane: the shell that runs the [`crate::sleeve`]
+//! state machines over real sockets, between the `weave` bridge and the
+//! UDP underlay.
+//!
+//! # Shape
+//!
+//! - [`runtime`]: what the router task calls. [`runtime::setup_bridge`]
+//!   builds the `weave` bridge with its `vethwe-bridge`/`vethwe-pcap`
+//!   pair; [`runtime::Overlay`] starts the data-plane thread and forwards
+//!   mesh events to it (connection added/removed, overlay control
+//!   messages, routes).
+//! - [`dataplane`]: one thread, one `poll(2)` loop over the capture
+//!   socket, the two sleeve UDP sockets and an eventfd for commands. It
+//!   owns every sleeve connection and the [`switching::Switch`]; nothing
+//!   on the per-packet path takes a lock or crosses a channel.
+//! - [`switching`]: the sans-IO forwarding decision (MAC learning, unicast
+//!   next hops, floods along broadcast routes, relaying).
+//! - [`sockets`]: AF_PACKET, UDP, `recvmmsg`/`sendmmsg`, eventfd and
+//!   `poll`, on `libc`.
+//!
+//! # Capture: AF_PACKET with `recvmmsg`, not a TPACKET_V3 ring
+//!
+//! The capture socket is a plain `SOCK_RAW` AF_PACKET socket bound to
+//! `vethwe-pcap`, read 32 frames per `recvmmsg`, with `PACKET_AUXDATA` (so
+//! each frame says whether its transport checksum was left to offload)
+//! and `PACKET_IGNORE_OUTGOING` (so our own injections are not read back).
+//! Injection is `sendmmsg` on the same socket. Why not the mmap ring:
+//!
+//! - the per-frame cost of this data plane is dominated by what follows
+//!   the capture: one UDP datagram per 1.4 KB frame through the kernel's
+//!   UDP/IP stack, and with a password a secretbox per datagram. A ring
+//!   saves one copy of the frame and amortises the syscall, which
+//!   `recvmmsg` already amortises over the batch;
+//! - a TPACKET_V3 block is handed over when full or when its retire
+//!   timer fires (milliseconds): for sparse traffic such as pings and TCP
+//!   handshakes that adds latency unless the timer is tuned down, which
+//!   in turn wastes blocks. `recvmmsg` returns whatever is queued at once;
+//! - frames we complete checksums on or answer with ICMP need a writable
+//!   buffer anyway, and the ring would have to be sized for 64 KiB frames
+//!   (the Bridge-mode MTU is 65535).
+//!
+//! Measured on this project's 2-core host (see the report in
+//! `tests/netns_sleeve.rs`'s throughput check): a TCP stream between two
+//! containers on two hosts over the sleeve is bounded by the single
+//! data-plane thread at 100 % of one core, in the kernel's UDP send path
+//! and in the AF_PACKET receive path alike; the capture syscalls are a
+//! small share of it.
+//!
+//! # Checksums and segmentation
+//!
+//! A container's TCP stack hands the bridge frames whose checksum is left
+//! to offload and, with TSO, segments up to 64 KiB. Captured as they are,
+//! the first arrive at the far end with wrong checksums and the second are
+//! far over the sleeve MTU. The set-up turns TX checksum offload off on
+//! `vethwe-bridge` (the bridge's end of the capture pair): the kernel then
+//! completes checksums and segments GSO packets in software just before
+//! handing them to `vethwe-pcap`. A frame that still comes up flagged
+//! `TP_STATUS_CSUMNOTREADY` (the ethtool call failed, or someone turned
+//! offload back on) gets its checksum completed here with
+//! [`crate::sleeve::checksum::complete_checksum`].
+//!
+//! # UDP: two sockets on one port
+//!
+//! Sleeve sends DF and non-DF datagrams from port 6783. Linux has no
+//! per-datagram DF switch for UDP, so two sockets share the port with
+//! `SO_REUSEPORT`: one with `IP_PMTUDISC_DONT` (never DF; the kernel
+//! fragments) and one with `IP_PMTUDISC_DO` (always DF; an oversize send
+//! fails with `EMSGSIZE`). Both are read. On `EMSGSIZE` the path MTU is
+//! read as `IP_MTU` from a throw-away socket connected to the peer (the
+//! kernel's PMTU cache is per destination, shared by all sockets) and
+//! handed to [`crate::sleeve::connection::SleeveConnection::on_msg_too_big`].
+//! Weave used a raw socket per remote address for the DF stream; this
+//! needs no raw sockets and no UDP header of our own.
+//!
+//! # Overlays negotiated
+//!
+//! The `Overlays` feature is `sleeve`. A peer offering `fastdp sleeve`
+//! agrees on the sleeve at index 0 of the switch; a peer with no
+//! `Overlays` feature gets the bare legacy control tags.
+
+pub mod dataplane;
+pub mod runtime;
+pub mod sockets;
+pub mod switching;

@@ -1,0 +1,611 @@
+//! The data plane's sockets, on `libc`: the AF_PACKET socket on
+//! `vethwe-pcap` and the two UDP sockets of the sleeve port, with
+//! `recvmmsg`/`sendmmsg` batches.
+//!
+//! Everything is non-blocking; the data-plane thread polls the
+//! descriptors.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+// Kernel uapi values (linux/if_packet.h, linux/if_ether.h, linux/in.h),
+// spelled out here so the code does not depend on which libc release
+// exports them.
+const ETH_P_ALL: u16 = 0x0003;
+const SOL_PACKET: libc::c_int = 263;
+const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
+const PACKET_AUXDATA: libc::c_int = 8;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_MR_PROMISC: libc::c_ushort = 1;
+const PACKET_OUTGOING: u8 = 4;
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
+const IP_MTU_DISCOVER: libc::c_int = 10;
+const IP_MTU: libc::c_int = 14;
+/// `IP_PMTUDISC_DONT`: never set DF; the kernel fragments.
+pub const PMTUDISC_DONT: libc::c_int = 0;
+/// `IP_PMTUDISC_DO`: always set DF; oversize sends fail with `EMSGSIZE`.
+pub const PMTUDISC_DO: libc::c_int = 2;
+
+/// Bytes of `struct tpacket_auxdata` (`tp_status` is its first field).
+const AUXDATA_LEN: usize = 20;
+
+/// `struct packet_mreq`.
+#[repr(C)]
+struct PacketMreq {
+    mr_ifindex: libc::c_int,
+    mr_type: libc::c_ushort,
+    mr_alen: libc::c_ushort,
+    mr_address: [u8; 8],
+}
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live T of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    check(rc).map(|_| ())
+}
+
+fn socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked before use.
+    let fd = check(unsafe {
+        libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, proto)
+    })?;
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Asks for big socket buffers: first past the limit (needs
+/// CAP_NET_ADMIN), else within it.
+fn big_buffers(fd: RawFd, bytes: libc::c_int) {
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if setsockopt(fd, libc::SOL_SOCKET, force, &bytes).is_err() {
+            let _ = setsockopt(fd, libc::SOL_SOCKET, plain, &bytes);
+        }
+    }
+}
+
+/// One frame of a capture batch.
+#[derive(Debug)]
+pub struct Captured<'a> {
+    /// The frame, writable so its checksum can be completed.
+    pub frame: &'a mut [u8],
+    /// The kernel left the transport checksum to offload
+    /// (`TP_STATUS_CSUMNOTREADY`): it must be completed before the frame
+    /// leaves the host.
+    pub csum_not_ready: bool,
+    /// The frame was longer than the buffer.
+    pub truncated: bool,
+    /// We sent it (only seen on kernels without `PACKET_IGNORE_OUTGOING`).
+    pub outgoing: bool,
+}
+
+/// Buffers and headers for one `recvmmsg` call.
+pub struct RecvBatch {
+    bufs: Vec<Vec<u8>>,
+    addrs: Vec<libc::sockaddr_storage>,
+    ctrl: Vec<[u64; 16]>,
+    lens: Vec<usize>,
+    flags: Vec<libc::c_int>,
+    ctrl_lens: Vec<usize>,
+    filled: usize,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("slots", &self.bufs.len())
+            .field("filled", &self.filled)
+            .finish()
+    }
+}
+
+impl RecvBatch {
+    /// `slots` buffers of `size` bytes each.
+    pub fn new(slots: usize, size: usize) -> Self {
+        RecvBatch {
+            bufs: (0..slots).map(|_| vec![0u8; size]).collect(),
+            // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+            addrs: (0..slots).map(|_| unsafe { zeroed() }).collect(),
+            ctrl: vec![[0u64; 16]; slots],
+            lens: vec![0; slots],
+            flags: vec![0; slots],
+            ctrl_lens: vec![0; slots],
+            filled: 0,
+        }
+    }
+
+    /// How many messages the last call filled.
+    pub fn filled(&self) -> usize {
+        self.filled
+    }
+
+    /// Reads up to a batch of messages without blocking; returns how many
+    /// (0 when none are waiting).
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        let slots = self.bufs.len();
+        let mut iovs: Vec<libc::iovec> = self
+            .bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(slots);
+        for ((iov, addr), ctrl) in iovs
+            .iter_mut()
+            .zip(self.addrs.iter_mut())
+            .zip(self.ctrl.iter_mut())
+        {
+            // SAFETY: mmsghdr is plain data; all-zero is valid.
+            let mut m: libc::mmsghdr = unsafe { zeroed() };
+            m.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = ctrl.as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = size_of::<[u64; 16]>() as _;
+            msgs.push(m);
+        }
+        // SAFETY: every pointer in `msgs` refers to buffers owned by self
+        // or to `iovs`, all alive for the call; the lengths are theirs.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                slots as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            self.filled = 0;
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(0),
+                _ => Err(e),
+            };
+        }
+        let n = n as usize;
+        for (i, m) in msgs.iter().take(n).enumerate() {
+            self.lens[i] = m.msg_len as usize;
+            self.flags[i] = m.msg_hdr.msg_flags;
+            self.ctrl_lens[i] = m.msg_hdr.msg_controllen as _;
+        }
+        self.filled = n;
+        Ok(n)
+    }
+
+    /// Message `i` of the last call as a captured frame.
+    pub fn captured(&mut self, i: usize) -> Option<Captured<'_>> {
+        if i >= self.filled {
+            return None;
+        }
+        let len = self.lens[i].min(self.bufs[i].len());
+        let truncated = self.flags[i] & libc::MSG_TRUNC != 0;
+        let ctrl = ctrl_bytes(&self.ctrl[i], self.ctrl_lens[i]);
+        let status = auxdata_status(&ctrl).unwrap_or(0);
+        // SAFETY: the kernel filled a sockaddr_ll for AF_PACKET sockets;
+        // sockaddr_storage is larger and suitably aligned.
+        let sll: &libc::sockaddr_ll =
+            unsafe { &*(&self.addrs[i] as *const libc::sockaddr_storage).cast() };
+        let outgoing = sll.sll_pkttype == PACKET_OUTGOING;
+        Some(Captured {
+            frame: &mut self.bufs[i][..len],
+            csum_not_ready: status & TP_STATUS_CSUMNOTREADY != 0,
+            truncated,
+            outgoing,
+        })
+    }
+
+    /// Message `i` of the last call as a UDP datagram and its sender.
+    pub fn datagram(&mut self, i: usize) -> Option<(SocketAddr, &mut [u8], bool)> {
+        if i >= self.filled {
+            return None;
+        }
+        let len = self.lens[i].min(self.bufs[i].len());
+        let truncated = self.flags[i] & libc::MSG_TRUNC != 0;
+        // SAFETY: the kernel filled a sockaddr_in for AF_INET sockets.
+        let sin: &libc::sockaddr_in =
+            unsafe { &*(&self.addrs[i] as *const libc::sockaddr_storage).cast() };
+        let from = SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+            u16::from_be(sin.sin_port),
+        ));
+        Some((from, &mut self.bufs[i][..len], truncated))
+    }
+}
+
+fn ctrl_bytes(ctrl: &[u64; 16], len: usize) -> Vec<u8> {
+    let mut out: Vec<u8> = ctrl.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    out.truncate(len);
+    out
+}
+
+/// Finds the `PACKET_AUXDATA` message in a control buffer and returns its
+/// `tp_status`.
+fn auxdata_status(ctrl: &[u8]) -> Option<u32> {
+    const HDR: usize = size_of::<libc::cmsghdr>();
+    let mut rest = ctrl;
+    while rest.len() >= HDR {
+        let len = usize::from_ne_bytes(rest.get(..8)?.try_into().ok()?);
+        let level = i32::from_ne_bytes(rest.get(8..12)?.try_into().ok()?);
+        let ty = i32::from_ne_bytes(rest.get(12..16)?.try_into().ok()?);
+        if len < HDR {
+            return None;
+        }
+        if level == SOL_PACKET && ty == PACKET_AUXDATA {
+            let data = rest.get(HDR..len)?;
+            if data.len() < AUXDATA_LEN {
+                return None;
+            }
+            return Some(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?));
+        }
+        let step = len.div_ceil(8) * 8;
+        rest = rest.get(step..)?;
+    }
+    None
+}
+
+/// An AF_PACKET socket bound to one interface: captures every frame the
+/// interface receives and injects frames as if they arrived from it.
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: OwnedFd,
+    ifindex: libc::c_int,
+}
+
+impl PacketSocket {
+    /// Opens and binds the socket on `ifname`, promiscuous, with
+    /// `PACKET_AUXDATA` and without our own transmissions.
+    pub fn open(ifname: &str) -> io::Result<Self> {
+        let name = std::ffi::CString::new(ifname)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+        // SAFETY: name is a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let ifindex = ifindex as libc::c_int;
+        // Protocol 0 receives nothing until bound, so no frame of another
+        // interface slips in before the bind.
+        let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
+        let raw = fd.as_raw_fd();
+        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ALL.to_be();
+        sll.sll_ifindex = ifindex;
+        // SAFETY: sll is a valid sockaddr_ll of the size passed.
+        check(unsafe {
+            libc::bind(
+                raw,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        })?;
+        setsockopt(raw, SOL_PACKET, PACKET_AUXDATA, &1i32)?;
+        // Older kernels lack it; outgoing frames are then skipped by type.
+        let _ = setsockopt(raw, SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32);
+        let mreq = PacketMreq {
+            mr_ifindex: ifindex,
+            mr_type: PACKET_MR_PROMISC,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        setsockopt(raw, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq)?;
+        big_buffers(raw, 8 << 20);
+        Ok(PacketSocket { fd, ifindex })
+    }
+
+    /// The descriptor, for polling.
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The interface index.
+    pub fn ifindex(&self) -> libc::c_int {
+        self.ifindex
+    }
+
+    /// Injects frames (`sendmmsg`); returns how many went and the errors
+    /// of those that did not, by index.
+    pub fn inject(&self, frames: &[&[u8]]) -> (usize, Vec<(usize, io::Error)>) {
+        send_batch(self.raw_fd(), frames.iter().map(|f| (None, *f)))
+    }
+}
+
+/// Sends datagrams or frames with `sendmmsg`, going on past a failed
+/// message; returns how many were sent and the failures by index.
+fn send_batch<'a>(
+    fd: RawFd,
+    items: impl Iterator<Item = (Option<SocketAddrV4>, &'a [u8])>,
+) -> (usize, Vec<(usize, io::Error)>) {
+    let items: Vec<(Option<libc::sockaddr_in>, &[u8])> = items
+        .map(|(to, data)| (to.map(sockaddr_in), data))
+        .collect();
+    let mut iovs: Vec<libc::iovec> = items
+        .iter()
+        .map(|(_, d)| libc::iovec {
+            iov_base: d.as_ptr() as *mut libc::c_void,
+            iov_len: d.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(items.len());
+    for (i, (to, _)) in items.iter().enumerate() {
+        // SAFETY: mmsghdr is plain data; all-zero is valid.
+        let mut m: libc::mmsghdr = unsafe { zeroed() };
+        if let Some(to) = to {
+            m.msg_hdr.msg_name = (to as *const libc::sockaddr_in) as *mut libc::c_void;
+            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        }
+        m.msg_hdr.msg_iov = &mut iovs[i];
+        m.msg_hdr.msg_iovlen = 1;
+        msgs.push(m);
+    }
+    let mut done = 0;
+    let mut sent = 0;
+    let mut errors = Vec::new();
+    while done < msgs.len() {
+        let rest = &mut msgs[done..];
+        // SAFETY: the headers point into `items` and `iovs`, alive for
+        // the call.
+        let n = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as libc::c_uint, 0) };
+        if n > 0 {
+            done += n as usize;
+            sent += n as usize;
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        if e.raw_os_error() == Some(libc::EAGAIN) {
+            // The socket buffer is full: what is left is dropped, as a
+            // NIC drops on a full queue.
+            errors.extend(
+                (done..msgs.len()).map(|i| (i, io::Error::from_raw_os_error(libc::EAGAIN))),
+            );
+            break;
+        }
+        // The error belongs to the first unsent message: skip it.
+        errors.push((done, e));
+        done += 1;
+    }
+    (sent, errors)
+}
+
+fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain data; all-zero is valid.
+    let mut sin: libc::sockaddr_in = unsafe { zeroed() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_port = a.port().to_be();
+    sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+    sin
+}
+
+/// A UDP socket on the sleeve port with a fixed DF policy. Two of them
+/// share the port (`SO_REUSEPORT`): one never sets DF, one always does.
+#[derive(Debug)]
+pub struct UdpSocket {
+    fd: OwnedFd,
+}
+
+impl UdpSocket {
+    /// Binds `0.0.0.0:port` with PMTU discovery mode `pmtudisc`
+    /// ([`PMTUDISC_DO`] or [`PMTUDISC_DONT`]).
+    pub fn bind(port: u16, pmtudisc: libc::c_int) -> io::Result<Self> {
+        let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+        let raw = fd.as_raw_fd();
+        setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, &1i32)?;
+        setsockopt(raw, libc::IPPROTO_IP, IP_MTU_DISCOVER, &pmtudisc)?;
+        big_buffers(raw, 8 << 20);
+        let sin = sockaddr_in(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+        // SAFETY: sin is a valid sockaddr_in of the size passed.
+        check(unsafe {
+            libc::bind(
+                raw,
+                (&sin as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        })?;
+        Ok(UdpSocket { fd })
+    }
+
+    /// The descriptor, for polling.
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Sends datagrams (`sendmmsg`); returns how many went and the errors
+    /// of those that did not, by index.
+    pub fn send(&self, items: &[(SocketAddrV4, &[u8])]) -> (usize, Vec<(usize, io::Error)>) {
+        send_batch(self.raw_fd(), items.iter().map(|(to, d)| (Some(*to), *d)))
+    }
+}
+
+/// The kernel's current path MTU towards `to` (what a socket connected
+/// there reads as `IP_MTU`; the route cache is shared by all sockets).
+pub fn path_mtu(to: SocketAddrV4) -> io::Result<usize> {
+    let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    let raw = fd.as_raw_fd();
+    setsockopt(raw, libc::IPPROTO_IP, IP_MTU_DISCOVER, &PMTUDISC_DO)?;
+    let sin = sockaddr_in(to);
+    // SAFETY: sin is a valid sockaddr_in of the size passed.
+    check(unsafe {
+        libc::connect(
+            raw,
+            (&sin as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    })?;
+    let mut mtu: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: mtu and len are valid for writing an int.
+    check(unsafe {
+        libc::getsockopt(
+            raw,
+            libc::IPPROTO_IP,
+            IP_MTU,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    usize::try_from(mtu).map_err(|_| io::Error::other("negative IP_MTU"))
+}
+
+/// An eventfd that wakes the data-plane thread.
+#[derive(Debug)]
+pub struct Waker {
+    fd: OwnedFd,
+}
+
+impl Waker {
+    /// A fresh, non-blocking eventfd.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain eventfd(2); checked.
+        let fd = check(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        // SAFETY: fd is fresh and ours.
+        Ok(Waker {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// The descriptor, for polling.
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Makes the descriptor readable.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64.
+        let _ = unsafe { libc::write(self.raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Clears the readable state.
+    pub fn clear(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64.
+        let _ = unsafe { libc::read(self.raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+/// Waits until one of `fds` is readable or `timeout_ms` passes (-1:
+/// forever); returns the readable flags in order.
+pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: *fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: pfds is a live array of the length passed.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINTR) {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(pfds
+        .iter()
+        .map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auxdata_is_found_among_control_messages() {
+        let mut buf = Vec::new();
+        // An unrelated message of 20 bytes (padded to 24), then auxdata.
+        buf.extend_from_slice(&20usize.to_ne_bytes());
+        buf.extend_from_slice(&1i32.to_ne_bytes());
+        buf.extend_from_slice(&2i32.to_ne_bytes());
+        buf.extend_from_slice(&[0; 8]);
+        let aux_len = 16 + AUXDATA_LEN;
+        buf.extend_from_slice(&aux_len.to_ne_bytes());
+        buf.extend_from_slice(&SOL_PACKET.to_ne_bytes());
+        buf.extend_from_slice(&PACKET_AUXDATA.to_ne_bytes());
+        buf.extend_from_slice(&(TP_STATUS_CSUMNOTREADY | 1).to_ne_bytes());
+        buf.extend_from_slice(&[0; 20]);
+        assert_eq!(auxdata_status(&buf), Some(TP_STATUS_CSUMNOTREADY | 1));
+        assert_eq!(auxdata_status(&buf[..30]), None);
+        assert_eq!(auxdata_status(&[0xff; 7]), None);
+        // A zero length must not loop forever.
+        assert_eq!(auxdata_status(&[0; 32]), None);
+    }
+
+    #[test]
+    fn udp_batches_go_through_loopback() -> io::Result<()> {
+        // Port 0 is not shared, so this cannot disturb a running router.
+        let a = UdpSocket::bind(0, PMTUDISC_DONT)?;
+        let b = UdpSocket::bind(0, PMTUDISC_DO)?;
+        let port = local_port(b.raw_fd())?;
+        let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        let (sent, errors) = a.send(&[(to, b"one"), (to, b"two"), (to, &[7; 3000])]);
+        assert_eq!((sent, errors.len()), (3, 0));
+        let mut batch = RecvBatch::new(8, 65536);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            poll_readable(&[b.raw_fd()], 100)?;
+            let n = batch.recv(b.raw_fd())?;
+            for i in 0..n {
+                let (_, d, trunc) = batch.datagram(i).expect("filled");
+                assert!(!trunc);
+                got.push(d.to_vec());
+            }
+            if got.len() == 3 {
+                break;
+            }
+        }
+        assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec(), vec![7; 3000]]);
+        // A datagram the kernel refuses does not stop the rest.
+        let huge = vec![0u8; 70000];
+        let (sent, errors) = b.send(&[(to, &huge), (to, b"after")]);
+        assert_eq!(sent, 1);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, 0);
+        assert_eq!(errors[0].1.raw_os_error(), Some(libc::EMSGSIZE));
+        // The loopback route caps at the largest IPv4 packet.
+        assert!(path_mtu(to)? >= 65535);
+        Ok(())
+    }
+
+    fn local_port(fd: RawFd) -> io::Result<u16> {
+        // SAFETY: sockaddr_in is plain data.
+        let mut sin: libc::sockaddr_in = unsafe { zeroed() };
+        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: sin/len are valid for writing.
+        check(unsafe {
+            libc::getsockname(fd, (&mut sin as *mut libc::sockaddr_in).cast(), &mut len)
+        })?;
+        Ok(u16::from_be(sin.sin_port))
+    }
+}

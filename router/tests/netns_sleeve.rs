@@ -1,0 +1,340 @@
+//! The Bridge-mode data plane with real `weave-router` processes: each
+//! router in its own namespace (no openvswitch on the host kernel, so
+//! Bridge mode), two "containers" per host attached to the host's `weave`
+//! bridge, traffic between them carried by the sleeve over UDP 6783.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use weave_tests::{Command, Host, Lab, LabBuilder, Process, wait_for};
+
+const ROUTER: &str = env!("CARGO_BIN_EXE_weave-router");
+const SETTLE: Duration = Duration::from_secs(40);
+/// A string that must never show on the underlay when encrypted.
+const MARKER: &str = "WEAVE-RS-SLEEVE-PLAINTEXT-MARKER";
+
+/// Starts a router on `host` named `00:00:00:00:00:0<index+1>`.
+fn start(host: &Host, extra: &[&str], peers: &[&Host]) -> Result<Process> {
+    let name = format!("00:00:00:00:00:{:02x}", host.index() + 1);
+    let db = format!(
+        "/tmp/netns-sleeve-{}-{}/weave",
+        std::process::id(),
+        host.netns()
+    );
+    let mut argv: Vec<String> = vec![
+        ROUTER.into(),
+        "--name".into(),
+        name,
+        "--nickname".into(),
+        format!("h{}", host.index()),
+        "--db-prefix".into(),
+        db,
+        "--log-level".into(),
+        "debug".into(),
+    ];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    argv.extend(peers.iter().map(|p| p.underlay_ip().to_string()));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    host.spawn("router", &argv)
+}
+
+fn http(host: &Host, path: &str) -> Result<String> {
+    let url = format!("http://127.0.0.1:6784{path}");
+    Ok(host.run(&["curl", "-sS", "--fail-with-body", &url])?.stdout)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn with_logs<T>(result: Result<T>, routers: &[Process]) -> Result<T> {
+    result.map_err(|error| {
+        let logs: Vec<String> = routers
+            .iter()
+            .map(|r| format!("--- {} ---\n{}", r.description(), tail(&r.log(), 40)))
+            .collect();
+        error.context(logs.join("\n"))
+    })
+}
+
+/// A container: a namespace with `eth0` on a host's weave bridge.
+struct Container {
+    netns: String,
+    ip: String,
+}
+
+impl Container {
+    fn run(&self, argv: &[&str]) -> Result<weave_tests::Output> {
+        let (program, args) = argv.split_first().context("empty command")?;
+        Command::new(program)
+            .args(args.iter().copied())
+            .in_netns(&self.netns)
+            .run()
+    }
+
+    fn output(&self, argv: &[&str]) -> Result<weave_tests::Output> {
+        let (program, args) = argv.split_first().context("empty command")?;
+        Command::new(program)
+            .args(args.iter().copied())
+            .in_netns(&self.netns)
+            .output()
+    }
+
+    fn spawn(&self, lab: &Lab, name: &str, argv: &[&str]) -> Result<Process> {
+        let (program, args) = argv.split_first().context("empty command")?;
+        Command::new(program)
+            .args(args.iter().copied())
+            .in_netns(&self.netns)
+            .spawn(lab.dir().join(format!("{name}.log")))
+    }
+}
+
+/// Waits for the router on `host` to make its bridge, then attaches
+/// container `n` with address 10.32.<host>.<n>/12.
+fn attach(lab: &Lab, host: &Host, n: usize) -> Result<Container> {
+    wait_for(Duration::from_secs(20), "the weave bridge", || {
+        Ok(host.run(&["ip", "link", "show", "weave"]).is_ok())
+    })?;
+    let netns = lab.add_netns(&format!("c{}{n}", host.index()))?;
+    let host_if = format!("vc{n}");
+    lab.connect(&netns, "eth0", host.netns(), &host_if)?;
+    host.run(&["ip", "link", "set", &host_if, "master", "weave", "up"])?;
+    let ip = format!("10.32.{}.{n}", host.index());
+    let c = Container { netns, ip };
+    c.run(&["ip", "addr", "add", &format!("{}/12", c.ip), "dev", "eth0"])?;
+    c.run(&["ip", "link", "set", "eth0", "up"])?;
+    c.run(&["ip", "link", "set", "lo", "up"])?;
+    Ok(c)
+}
+
+/// Every router sees `n - 1` established connections.
+fn wait_established(lab: &Lab, n: usize) -> Result<()> {
+    wait_for(SETTLE, "every connection to be established", || {
+        for host in lab.hosts() {
+            let status = http(host, "/status")?;
+            let want = format!("Connections: {} ({} established)", n - 1, n - 1);
+            if !status.contains(&want) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+}
+
+/// Three routers in a full mesh with two containers each.
+fn three_hosts(lab: &Lab, extra: &[&str]) -> Result<(Vec<Process>, Vec<Container>)> {
+    let mut routers = Vec::new();
+    for i in 0..3 {
+        let peers: Vec<&Host> = (0..i).map(|j| lab.host(j)).collect();
+        routers.push(start(lab.host(i), extra, &peers)?);
+    }
+    let mut containers = Vec::new();
+    for host in lab.hosts() {
+        for n in 1..=2 {
+            containers.push(with_logs(attach(lab, host, n), &routers)?);
+        }
+    }
+    with_logs(wait_established(lab, 3), &routers)?;
+    Ok((routers, containers))
+}
+
+fn ping_matrix(containers: &[Container]) -> Result<()> {
+    for a in containers {
+        for b in containers {
+            if a.ip == b.ip {
+                continue;
+            }
+            // The first ping of a pair may go while ARP is still flooding.
+            wait_for(
+                Duration::from_secs(15),
+                &format!("{} to ping {}", a.ip, b.ip),
+                || Ok(a.output(&["ping", "-c1", "-W1", &b.ip])?.status.success()),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+const SERVER: &str = "import hashlib,socket\n\
+s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+s.bind(('0.0.0.0',7000));s.listen(1)\n\
+c,_=s.accept();h=hashlib.sha256();n=0\n\
+while True:\n d=c.recv(65536)\n if not d: break\n h.update(d);n+=len(d)\n\
+print('received',n,h.hexdigest(),flush=True)\n";
+
+/// Sends `mib` MiB of the marker from `a` to `b` over TCP; checks that
+/// every byte arrived intact, and returns the throughput in Mbit/s.
+fn tcp_transfer(lab: &Lab, a: &Container, b: &Container, mib: usize) -> Result<f64> {
+    let server = b.spawn(lab, &format!("server-{}", b.ip), &["python3", "-c", SERVER])?;
+    wait_for(Duration::from_secs(10), "the server to listen", || {
+        Ok(b.run(&["ss", "-ltn", "sport = :7000"])?
+            .stdout
+            .contains("7000"))
+    })?;
+    let client = format!(
+        "import hashlib,socket\n\
+         chunk=(b'{MARKER} '*32768)[:1<<20]\n\
+         s=socket.create_connection(('{}',7000))\n\
+         h=hashlib.sha256()\n\
+         for _ in range({mib}):\n s.sendall(chunk);h.update(chunk)\n\
+         s.close()\n\
+         print('sent',{mib}<<20,h.hexdigest())\n",
+        b.ip
+    );
+    let started = Instant::now();
+    let sent = a.run(&["python3", "-c", &client])?.stdout;
+    let want = sent.trim().replacen("sent", "received", 1);
+    wait_for(
+        Duration::from_secs(60),
+        "the server to receive everything",
+        || Ok(server.log().contains(&want)),
+    )
+    .with_context(|| format!("client: {sent}; server: {}", server.log()))?;
+    let secs = started.elapsed().as_secs_f64();
+    Ok((mib as f64) * 8.0 * 1.048_576 / secs)
+}
+
+/// Captures UDP 6783 on `host`'s underlay interface while `work` runs,
+/// and returns the capture's bytes.
+fn capture_underlay(lab: &Lab, host: &Host, work: impl FnOnce() -> Result<()>) -> Result<Vec<u8>> {
+    let file = lab.dir().join(format!("underlay-h{}.pcap", host.index()));
+    let file_s = file.to_string_lossy().to_string();
+    let mut dump = host.spawn(
+        "tcpdump",
+        &[
+            "tcpdump", "-i", "eth0", "-U", "-s", "0", "-w", &file_s, "udp", "port", "6783",
+        ],
+    )?;
+    wait_for(Duration::from_secs(10), "tcpdump to start", || {
+        Ok(dump.log().contains("listening on"))
+    })?;
+    let result = work();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = dump.stop(Duration::from_secs(5));
+    result?;
+    std::fs::read(&file).with_context(|| format!("reading {file_s}"))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn matrix_and_transfer(extra: &[&str], encrypted: bool) -> Result<()> {
+    let lab = Lab::new(3)?;
+    let (routers, c) = three_hosts(&lab, extra)?;
+    with_logs(ping_matrix(&c), &routers)?;
+    // Container 0 on host 0 to container 5 on host 2, captured on host 0.
+    let mut rate = 0.0;
+    let pcap = with_logs(
+        capture_underlay(&lab, lab.host(0), || {
+            rate = tcp_transfer(&lab, &c[0], &c[5], 16)?;
+            Ok(())
+        }),
+        &routers,
+    )?;
+    eprintln!("sleeve TCP transfer: {rate:.0} Mbit/s (encrypted: {encrypted})");
+    ensure!(
+        pcap.len() > 16 << 20,
+        "the capture holds the transfer ({} bytes)",
+        pcap.len()
+    );
+    let seen = contains(&pcap, MARKER.as_bytes());
+    if encrypted {
+        ensure!(
+            !seen,
+            "plaintext payload on the underlay although encrypted"
+        );
+    } else {
+        ensure!(
+            seen,
+            "the plain capture shows the payload (the check works)"
+        );
+    }
+    // Same-host traffic stays on the bridge and still works.
+    tcp_transfer(&lab, &c[2], &c[3], 1)?;
+    let conns = http(lab.host(1), "/status/connections")?;
+    ensure!(
+        conns
+            .lines()
+            .filter(|l| l.contains("established") && l.contains("sleeve"))
+            .count()
+            == 2,
+        "/status/connections:\n{conns}"
+    );
+    ensure!(conns.contains("mtu="), "/status/connections:\n{conns}");
+    if encrypted {
+        ensure!(conns.contains("encrypted"), "/status/connections:\n{conns}");
+    }
+    Ok(())
+}
+
+#[test]
+fn netns_sleeve_three_hosts_ping_matrix_and_tcp() -> Result<()> {
+    matrix_and_transfer(&[], false)
+}
+
+#[test]
+fn netns_sleeve_three_hosts_encrypted_hides_payload() -> Result<()> {
+    matrix_and_transfer(&["--password", "sleeve-secret"], true)
+}
+
+#[test]
+fn netns_sleeve_pmtu_frag_needed_and_transfer() -> Result<()> {
+    for extra in [&[][..], &["--password", "pmtu"][..]] {
+        let lab = LabBuilder::new(2).mtu(1300).build()?;
+        let r0 = start(lab.host(0), extra, &[])?;
+        let r1 = start(lab.host(1), extra, &[lab.host(0)])?;
+        let routers = [r0, r1];
+        let a = with_logs(attach(&lab, lab.host(0), 1), &routers)?;
+        let b = with_logs(attach(&lab, lab.host(1), 1), &routers)?;
+        with_logs(wait_established(&lab, 2), &routers)?;
+        // The sleeve's MTU: the underlay's less IP, UDP, sleeve and
+        // Ethernet headers (62 in the clear, 86 encrypted).
+        let mtu = if extra.is_empty() {
+            1300 - 62
+        } else {
+            1300 - 86
+        };
+        with_logs(
+            wait_for(SETTLE, "PMTU discovery to settle", || {
+                Ok(http(lab.host(0), "/status/connections")?.contains(&format!("mtu={mtu}")))
+            }),
+            &routers,
+        )?;
+        let fits = (mtu - 28).to_string();
+        with_logs(
+            wait_for(Duration::from_secs(15), "a DF ping that fits", || {
+                Ok(
+                    a.output(&["ping", "-c1", "-W1", "-M", "do", "-s", &fits, &b.ip])?
+                        .status
+                        .success(),
+                )
+            }),
+            &routers,
+        )?;
+        let big = a.output(&["ping", "-c2", "-W1", "-M", "do", "-s", "1400", &b.ip])?;
+        let text = format!("{}{}", big.stdout, big.stderr);
+        ensure!(
+            !big.status.success(),
+            "a DF ping over the MTU went through:\n{text}"
+        );
+        ensure!(
+            text.contains(&format!("mtu = {mtu}")) || text.contains(&format!("mtu={mtu}")),
+            "no fragmentation-needed with mtu {mtu}:\n{text}"
+        );
+        // The kernel learnt the PMTU towards b.
+        let route = a.run(&["ip", "route", "get", &b.ip])?.stdout;
+        ensure!(
+            route.contains(&format!("mtu {mtu}")),
+            "route cache: {route}"
+        );
+        // Non-DF pings larger than the MTU are fragmented and answered.
+        a.run(&["ping", "-c1", "-W2", "-M", "dont", "-s", "3000", &b.ip])
+            .context("a fragmented ping")?;
+        with_logs(tcp_transfer(&lab, &a, &b, 4).map(|_| ()), &routers)?;
+        let conns = http(lab.host(0), "/status/connections")?;
+        ensure!(conns.contains("established"), "{conns}");
+    }
+    Ok(())
+}
