@@ -254,6 +254,7 @@ fn matrix_and_transfer(extra: &[&str], encrypted: bool) -> Result<()> {
     // Same-host traffic stays on the bridge and still works.
     tcp_transfer(&lab, &c[2], &c[3], 1)?;
     let conns = http(lab.host(1), "/status/connections")?;
+    eprintln!("/status/connections on host 1:\n{conns}");
     ensure!(
         conns
             .lines()
@@ -336,5 +337,44 @@ fn netns_sleeve_pmtu_frag_needed_and_transfer() -> Result<()> {
         let conns = http(lab.host(0), "/status/connections")?;
         ensure!(conns.contains("established"), "{conns}");
     }
+    Ok(())
+}
+
+#[test]
+fn netns_sleeve_relays_between_peers_without_a_direct_connection() -> Result<()> {
+    // A line 0 - 1 - 2 without discovery: frames between containers on
+    // hosts 0 and 2 are relayed by router 1.
+    let lab = Lab::new(3)?;
+    let no_discovery = ["--no-discovery"];
+    let r0 = start(lab.host(0), &no_discovery, &[])?;
+    let r1 = start(lab.host(1), &no_discovery, &[lab.host(0)])?;
+    let r2 = start(lab.host(2), &no_discovery, &[lab.host(1)])?;
+    let routers = [r0, r1, r2];
+    let a = with_logs(attach(&lab, lab.host(0), 1), &routers)?;
+    let b = with_logs(attach(&lab, lab.host(2), 1), &routers)?;
+    with_logs(
+        wait_for(SETTLE, "the line to be established", || {
+            let middle = http(lab.host(1), "/status")?;
+            let end = http(lab.host(0), "/status")?;
+            Ok(middle.contains("Connections: 2 (2 established)")
+                && end.contains("Connections: 1 (1 established)")
+                && end.contains("Peers: 3"))
+        }),
+        &routers,
+    )?;
+    let conns = http(lab.host(0), "/status/connections")?;
+    ensure!(
+        conns.lines().count() == 1,
+        "host 0 has one connection:\n{conns}"
+    );
+    with_logs(
+        wait_for(
+            Duration::from_secs(20),
+            "a to ping b through host 1",
+            || Ok(a.output(&["ping", "-c1", "-W1", &b.ip])?.status.success()),
+        ),
+        &routers,
+    )?;
+    with_logs(tcp_transfer(&lab, &a, &b, 4).map(|_| ()), &routers)?;
     Ok(())
 }
