@@ -166,3 +166,22 @@ impl Ovs {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the openvswitch module (the build host), connecting names the
+    /// missing family, the error the router falls back on.
+    #[test]
+    fn connect_without_the_module_is_family_not_found() {
+        if std::path::Path::new("/sys/module/openvswitch").exists() {
+            eprintln!("openvswitch is loaded here; nothing to check");
+            return;
+        }
+        match Ovs::connect() {
+            Err(Error::FamilyNotFound { family }) => assert_eq!(family, "ovs_datapath"),
+            other => panic!("expected FamilyNotFound, got {other:?}"),
+        }
+    }
+}
