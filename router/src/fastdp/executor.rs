@@ -127,9 +127,8 @@ impl Executor {
         events
             .set_nonblocking(true)
             .map_err(ctx("making the vport socket non-blocking"))?;
-        let per_cpu = info
-            .user_features
-            .is_some_and(|f| f.contains(UserFeatures::DISPATCH_UPCALL_PER_CPU));
+        let features = info.user_features.unwrap_or_default();
+        let per_cpu = features.contains(UserFeatures::DISPATCH_UPCALL_PER_CPU);
         let mut ex = Executor {
             ovs,
             name: name.to_string(),
@@ -142,7 +141,14 @@ impl Executor {
             let pid = ex.upcalls.pid();
             ex.ovs
                 .datapaths()
-                .set(name, vec![DatapathAttr::PerCpuPids(vec![pid])])
+                .set(
+                    name,
+                    // A SET without the features attribute clears them.
+                    vec![
+                        DatapathAttr::UserFeatures(features),
+                        DatapathAttr::PerCpuPids(vec![pid]),
+                    ],
+                )
                 .map_err(ctx(format!("pointing {name}'s per-CPU upcalls at us")))?;
         }
         let vports = ex
