@@ -172,6 +172,7 @@ impl Connection {
     ///
     /// If the receive queue overflows, the socket is replaced and the requests
     /// of the affected datagram that had no answer yet get [`Error::Overrun`].
+    /// Dumps do not belong in a batch: use [`Connection::dump`].
     pub fn transact<R: Request>(&mut self, reqs: &[R]) -> Result<Vec<Outcome>, Error> {
         let mut out = Vec::with_capacity(reqs.len());
         let mut i = 0;

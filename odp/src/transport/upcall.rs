@@ -10,8 +10,8 @@ use crate::wire::vport::VportMessage;
 use super::error::Error;
 use super::socket::GenlSocket;
 
-/// A socket that receives unsolicited kernel messages. Give its [`pid`]
-/// (`UpcallSocket::pid`) to a vport's or datapath's upcall PIDs, or join a
+/// A socket that receives unsolicited kernel messages. Give its
+/// [`pid`](UpcallSocket::pid) to a vport's or datapath's upcall PIDs, or join a
 /// multicast group with [`UpcallSocket::join`].
 #[derive(Debug)]
 pub struct UpcallSocket {
