@@ -13,6 +13,12 @@ const SETTLE: Duration = Duration::from_secs(40);
 /// A string that must never show on the underlay when encrypted.
 const MARKER: &str = "WEAVE-RS-SLEEVE-PLAINTEXT-MARKER";
 
+/// The router binary: this build's, or `WEAVE_ROUTER_BIN` (e.g. a
+/// release build for the throughput benchmark).
+fn router_bin() -> String {
+    std::env::var("WEAVE_ROUTER_BIN").unwrap_or_else(|_| ROUTER.to_string())
+}
+
 /// Starts a router on `host` named `00:00:00:00:00:0<index+1>`.
 fn start(host: &Host, extra: &[&str], peers: &[&Host]) -> Result<Process> {
     let name = format!("00:00:00:00:00:{:02x}", host.index() + 1);
@@ -22,7 +28,7 @@ fn start(host: &Host, extra: &[&str], peers: &[&Host]) -> Result<Process> {
         host.netns()
     );
     let mut argv: Vec<String> = vec![
-        ROUTER.into(),
+        router_bin(),
         "--name".into(),
         name,
         "--nickname".into(),
@@ -376,5 +382,84 @@ fn netns_sleeve_relays_between_peers_without_a_direct_connection() -> Result<()>
         &routers,
     )?;
     with_logs(tcp_transfer(&lab, &a, &b, 4).map(|_| ()), &routers)?;
+    Ok(())
+}
+
+/// TCP throughput from `a` to `b` with iperf3 (Mbit/s, receiver side).
+fn iperf(lab: &Lab, a: &Container, b: &Container, secs: u32) -> Result<f64> {
+    let mut server = b.spawn(lab, &format!("iperf-{}", b.ip), &["iperf3", "-s", "-1"])?;
+    wait_for(Duration::from_secs(10), "iperf3 to listen", || {
+        Ok(b.run(&["ss", "-ltn", "sport = :5201"])?
+            .stdout
+            .contains("5201"))
+    })?;
+    let out = a
+        .run(&["iperf3", "-c", &b.ip, "-t", &secs.to_string(), "-f", "m"])?
+        .stdout;
+    let _ = server.stop(Duration::from_secs(2));
+    let line = out
+        .lines()
+        .find(|l| l.contains("receiver"))
+        .with_context(|| format!("no receiver line in:\n{out}"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| *w == "Mbits/sec")
+        .context("no rate")?;
+    words
+        .get(at.wrapping_sub(1))
+        .context("no rate")?
+        .parse()
+        .with_context(|| format!("rate in {line}"))
+}
+
+/// Throughput of the sleeve between two hosts, plain and encrypted, and
+/// of a direct veth path between two namespaces for comparison. Run with
+/// a release router: `WEAVE_ROUTER_BIN=target/release/weave-router cargo
+/// test -p weave-router --test netns_sleeve -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: run by hand with a release router"]
+fn netns_sleeve_throughput() -> Result<()> {
+    let lab = Lab::new(1)?;
+    let x = lab.add_netns("direct-x")?;
+    let y = lab.add_netns("direct-y")?;
+    lab.connect(&x, "eth0", &y, "eth0")?;
+    let (x, y) = (
+        Container {
+            netns: x,
+            ip: "10.99.0.1".into(),
+        },
+        Container {
+            netns: y,
+            ip: "10.99.0.2".into(),
+        },
+    );
+    for c in [&x, &y] {
+        c.run(&["ip", "addr", "add", &format!("{}/24", c.ip), "dev", "eth0"])?;
+        c.run(&["ip", "link", "set", "eth0", "up"])?;
+    }
+    let direct = iperf(&lab, &x, &y, 5)?;
+    eprintln!("direct veth: {direct:.0} Mbit/s");
+    for extra in [&[][..], &["--password", "bench"][..]] {
+        let lab = Lab::new(2)?;
+        let r0 = start(lab.host(0), extra, &[])?;
+        let r1 = start(lab.host(1), extra, &[lab.host(0)])?;
+        let routers = [r0, r1];
+        let a = with_logs(attach(&lab, lab.host(0), 1), &routers)?;
+        let b = with_logs(attach(&lab, lab.host(1), 1), &routers)?;
+        with_logs(wait_established(&lab, 2), &routers)?;
+        with_logs(
+            wait_for(Duration::from_secs(15), "ping", || {
+                Ok(a.output(&["ping", "-c1", "-W1", &b.ip])?.status.success())
+            }),
+            &routers,
+        )?;
+        let rate = with_logs(iperf(&lab, &a, &b, 5), &routers)?;
+        eprintln!(
+            "sleeve{}: {rate:.0} Mbit/s ({:.2} of direct veth)",
+            if extra.is_empty() { "" } else { " encrypted" },
+            rate / direct
+        );
+    }
     Ok(())
 }
