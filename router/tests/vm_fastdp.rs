@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use odp::handle::{DatapathOptions, Ovs, VportSpec};
+use odp::wire::flow::FlowInfo;
 use weave_router::fastdp::executor::{Executor, Feedback};
 use weave_router::fastdp::forwarder::ConnectionParams;
+use weave_router::fastdp::machine::FLOW_SWEEP_INTERVAL;
 use weave_router::fastdp::proactive::is_proactive_ufid;
 use weave_router::fastdp::{Fastdp, FastdpConfig, Output, Topology};
 use weave_router::mesh::identity::{PeerName, ShortId};
@@ -420,5 +422,34 @@ fn vm_fastdp_proactive_first_ping_and_reactive_fallback() -> Result<()> {
         missed_before,
         routers[0].datapath_stats()?.0
     );
+
+    // Idle reactive flows go at the second sweep; proactive flows stay.
+    let t = Instant::now();
+    for k in 1..=2 {
+        routers[0].fastdp.poll(t + k * FLOW_SWEEP_INTERVAL);
+        pump(&mut routers)?;
+    }
+    let flows = routers[0].exec.flows()?;
+    let proactive = |f: &&FlowInfo| f.ufid.as_ref().is_some_and(is_proactive_ufid);
+    ensure!(
+        flows.iter().all(|f| f.ufid.is_some()),
+        "idle reactive flows survived the sweeps: {flows:#?}"
+    );
+    ensure!(flows.iter().filter(proactive).count() == 4, "{flows:#?}");
+
+    // Peer 1 is lost: its flows go, the local ones stay.
+    let mut alone = Topology::default();
+    alone.short_ids.insert(peer(0), ShortId::new(1));
+    routers[0].fastdp.set_topology(alone);
+    pump(&mut routers)?;
+    let flows = routers[0].exec.flows()?;
+    ensure!(flows.iter().filter(proactive).count() == 2, "{flows:#?}");
+    ensure!(
+        flows
+            .iter()
+            .all(|f| f.actions.as_ref().is_some_and(|a| a.len() == 1)),
+        "a flow still tunnels to the lost peer: {flows:#?}"
+    );
+    ensure!(routers[0].failures.is_empty(), "{:?}", routers[0].failures);
     Ok(())
 }

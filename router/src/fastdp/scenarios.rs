@@ -441,3 +441,63 @@ fn sweep_deletes_idle_reactive_flows_only() {
     );
     assert_eq!(ops(&mut f), vec![DpOp::DeleteFlow(FlowId::Key(idle))]);
 }
+
+/// Pseudo-random frames and keys from every kind of port: the machine
+/// never panics, and every flow it asks for passes the kernel's rules.
+#[test]
+fn random_misses_only_produce_valid_flows() {
+    let t0 = Instant::now();
+    let mut f = setup(t0);
+    f.set_topology(topology(true));
+    f.add_connection(conn(C, 3)).unwrap();
+    f.set_selected(p(C), true).unwrap();
+    f.set_cidr_view(vec![
+        ("10.32.0.0/13".parse().unwrap(), p(A)),
+        ("10.40.0.0/13".parse().unwrap(), p(B)),
+        ("10.48.0.0/13".parse().unwrap(), p(C)),
+    ]);
+    f.add_local_destination("10.32.0.0/13".parse().unwrap(), "vethwe-datapath");
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let macs = [
+        MAC_A1,
+        MAC_B1,
+        BCAST,
+        MacAddr([0; 6]),
+        MacAddr([2, 7, 7, 7, 7, 7]),
+    ];
+    let mut flows = 0;
+    for round in 0..3000u32 {
+        let r = next();
+        let src = macs[(r % 5) as usize];
+        let dst = macs[((r >> 8) % 5) as usize];
+        let port = ((r >> 16) % 4) as u32;
+        let mut pkt = frame(src, dst);
+        pkt.truncate(((r >> 24) % 80) as usize);
+        let now = t0 + Duration::from_millis(u64::from(round) * 50);
+        match (r >> 32) % 4 {
+            0 => {
+                let id = (r >> 40) & 0xff_ffff;
+                f.handle_miss(pkt, &tunnel_key(id % 0x4000, ip(2), src, dst), now);
+            }
+            1 => f.inject(p(1 + (r >> 40) % 0xd), p(A), pkt, now),
+            2 => f.handle_miss(pkt, &FlowKey::new().with(KeyAttr::InPort(port)), now),
+            _ => f.handle_miss(pkt, &local_key(port, src, dst), now),
+        }
+        if round % 500 == 0 {
+            f.poll(now);
+        }
+        for o in ops(&mut f) {
+            if let DpOp::CreateFlow(spec) = o {
+                spec.validate().unwrap();
+                flows += 1;
+            }
+        }
+    }
+    assert!(flows > 100, "only {flows} flows");
+}
