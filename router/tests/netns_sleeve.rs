@@ -218,6 +218,7 @@ fn capture_underlay(lab: &Lab, host: &Host, work: impl FnOnce() -> Result<()>) -
     let result = work();
     std::thread::sleep(Duration::from_millis(500));
     let _ = dump.stop(Duration::from_secs(5));
+    eprintln!("tcpdump on host {}: {}", host.index(), dump.log().trim());
     result?;
     std::fs::read(&file).with_context(|| format!("reading {file_s}"))
 }
@@ -461,5 +462,101 @@ fn netns_sleeve_throughput() -> Result<()> {
             rate / direct
         );
     }
+    Ok(())
+}
+
+/// The UDP payloads of the IPv4 packets in a pcap file (Ethernet link
+/// type), in order.
+fn udp_payloads(pcap: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 24;
+    while let Some(header) = pcap.get(at..at + 16) {
+        let incl = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
+        let Some(packet) = pcap.get(at + 16..at + 16 + incl) else {
+            break;
+        };
+        at += 16 + incl;
+        let Some(ip) = packet.get(14..) else { continue };
+        let ihl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
+        if ip.get(9) != Some(&17) {
+            continue;
+        }
+        if let Some(payload) = ip.get(ihl + 8..) {
+            out.push(payload.to_vec());
+        }
+    }
+    out
+}
+
+#[test]
+fn netns_sleeve_replayed_datagram_is_dropped() -> Result<()> {
+    let lab = Lab::new(2)?;
+    let extra = ["--password", "replay"];
+    let r0 = start(lab.host(0), &extra, &[])?;
+    let r1 = start(lab.host(1), &extra, &[lab.host(0)])?;
+    let routers = [r0, r1];
+    let a = with_logs(attach(&lab, lab.host(0), 1), &routers)?;
+    let b = with_logs(attach(&lab, lab.host(1), 1), &routers)?;
+    with_logs(wait_established(&lab, 2), &routers)?;
+    with_logs(
+        wait_for(Duration::from_secs(15), "a to ping b", || {
+            Ok(a.output(&["ping", "-c1", "-W1", &b.ip])?.status.success())
+        }),
+        &routers,
+    )?;
+    // Record the sealed datagrams of a few 1000-byte pings as they leave.
+    let pcap = capture_underlay(&lab, lab.host(0), || {
+        a.run(&["ping", "-c3", "-i0.2", "-s", "1000", &b.ip])?;
+        Ok(())
+    })?;
+    let from_a: Vec<Vec<u8>> = udp_payloads(&pcap)
+        .into_iter()
+        .filter(|p| p.len() > 1000 && p.starts_with(&[0, 0, 0, 0, 0, 1]))
+        .collect();
+    let replay = from_a.last().with_context(|| {
+        let sizes: Vec<usize> = udp_payloads(&pcap).iter().map(Vec::len).collect();
+        format!("no sealed ping datagram among {} bytes of capture: {sizes:?}", pcap.len())
+    })?;
+    // Replay it to router 1 from host 0 while container b watches for
+    // echo requests.
+    let mut watch = b.spawn(
+        &lab,
+        "b-icmp",
+        &[
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-n",
+            "-l",
+            "icmp[icmptype] = icmp-echo",
+        ],
+    )?;
+    wait_for(Duration::from_secs(10), "tcpdump in b", || {
+        Ok(watch.log().contains("listening on"))
+    })?;
+    let hex: String = replay.iter().map(|b| format!("{b:02x}")).collect();
+    let script = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.sendto(bytes.fromhex('{hex}'),('{}',6783))\n",
+        lab.host(1).underlay_ip()
+    );
+    lab.host(0).run(&["python3", "-c", &script])?;
+    with_logs(
+        wait_for(
+            Duration::from_secs(10),
+            "router 1 to drop the replay",
+            || Ok(routers[1].log().contains("duplicate or stale datagram")),
+        ),
+        &routers,
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = watch.stop(Duration::from_secs(2));
+    let seen = watch.log();
+    ensure!(
+        !seen.contains("ICMP echo request"),
+        "the replayed ping reached the container:\n{seen}"
+    );
+    // And the link still works afterwards.
+    a.run(&["ping", "-c1", "-W2", &b.ip])?;
     Ok(())
 }
