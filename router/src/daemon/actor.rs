@@ -6,7 +6,7 @@
 //! connection, dial an address). Each TCP connection has a reader task and
 //! a writer task that only move bytes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,11 +15,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use super::ipam::{CHANNEL, IpamChannel, ipam_name, mesh_name};
+use super::ipam_store::IpamStore;
 use super::persist;
 use super::status::Snapshot;
+use crate::ipam::{self as alloc, Address, Cidr, Input, OpError, OpId, Range, Reply};
 use crate::mesh::connection_maker::DirectPeer;
+use crate::mesh::identity::PeerName;
 use crate::mesh::router::{ConnHandle, MeshRouter, Output};
 use crate::overlay::dataplane::OverlayEvent;
 use crate::overlay::runtime::Overlay;
@@ -48,6 +52,104 @@ pub enum Control {
         /// Answered once they are forgotten.
         reply: oneshot::Sender<()>,
     },
+    /// An allocator operation, answered when the allocator replies.
+    Ipam {
+        /// The operation.
+        call: IpamCall,
+        /// Its result; an error when the router runs no allocator.
+        reply: oneshot::Sender<Result<Reply, String>>,
+    },
+    /// The addresses an identifier holds within a range (`GET /ip/{id}`).
+    Lookup {
+        /// Identifier.
+        ident: String,
+        /// Range to look in.
+        range: Range,
+        /// The addresses (none without an allocator).
+        reply: oneshot::Sender<Vec<Cidr>>,
+    },
+    /// Every identifier and its addresses (`GET /ip`).
+    Owned(oneshot::Sender<Vec<(String, Vec<Cidr>)>>),
+}
+
+/// An allocator operation from the HTTP API.
+#[derive(Debug)]
+pub enum IpamCall {
+    /// `POST /ip/{id}[/{ip}/{prefix}]`.
+    Allocate {
+        /// Identifier.
+        ident: String,
+        /// Subnet to allocate in.
+        subnet: Cidr,
+        /// Whether the identifier is a container (`check-alive`).
+        is_container: bool,
+    },
+    /// `PUT /ip/{id}/{ip}/{prefix}`.
+    Claim {
+        /// Identifier.
+        ident: String,
+        /// The address.
+        cidr: Cidr,
+        /// Whether the identifier is a container (`check-alive`).
+        is_container: bool,
+        /// `noErrorOnUnknown`.
+        no_error_on_unknown: bool,
+    },
+    /// `DELETE /ip/{id}`.
+    Delete {
+        /// Identifier.
+        ident: String,
+    },
+    /// `DELETE /ip/{id}/{ip}`.
+    Free {
+        /// Identifier.
+        ident: String,
+        /// The address.
+        addr: Address,
+    },
+    /// `GET /ring`: wait for the ring.
+    Prime,
+    /// `DELETE /peer/{name}` (rmpeer).
+    Takeover {
+        /// Peer name or nickname.
+        peer: String,
+    },
+    /// `DELETE /peer` (reset).
+    Shutdown,
+}
+
+impl IpamCall {
+    fn into_input(self, op: OpId) -> Input {
+        match self {
+            IpamCall::Allocate {
+                ident,
+                subnet,
+                is_container,
+            } => Input::Allocate {
+                op,
+                ident,
+                subnet,
+                is_container,
+            },
+            IpamCall::Claim {
+                ident,
+                cidr,
+                is_container,
+                no_error_on_unknown,
+            } => Input::Claim {
+                op,
+                ident,
+                cidr,
+                is_container,
+                no_error_on_unknown,
+            },
+            IpamCall::Delete { ident } => Input::Delete { op, ident },
+            IpamCall::Free { ident, addr } => Input::Free { op, ident, addr },
+            IpamCall::Prime => Input::Prime { op },
+            IpamCall::Takeover { peer } => Input::AdminTakeover { op, peer },
+            IpamCall::Shutdown => Input::Shutdown { op },
+        }
+    }
 }
 
 /// Everything the router task reacts to.
@@ -81,6 +183,11 @@ pub struct RouterTask {
     events: mpsc::UnboundedSender<Event>,
     targets_file: Option<PathBuf>,
     overlay: Option<Overlay>,
+    store: Option<IpamStore>,
+    pending: HashMap<OpId, oneshot::Sender<Result<Reply, String>>>,
+    next_op: u64,
+    known_peers: BTreeSet<PeerName>,
+    has_ipam: bool,
 }
 
 impl RouterTask {
@@ -93,7 +200,120 @@ impl RouterTask {
             events,
             targets_file: None,
             overlay: None,
+            store: None,
+            pending: HashMap::new(),
+            next_op: 1,
+            known_peers: BTreeSet::new(),
+            has_ipam: false,
         }
+    }
+
+    /// Runs the allocator: registers its gossip channel on the mesh and
+    /// applies its writes to `store`.
+    pub fn with_ipam(mut self, channel: IpamChannel, store: IpamStore) -> anyhow::Result<Self> {
+        self.mesh
+            .register_channel(CHANNEL, Box::new(channel))
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        self.store = Some(store);
+        self.has_ipam = true;
+        Ok(self)
+    }
+
+    fn ipam(&mut self) -> Option<&mut IpamChannel> {
+        if !self.has_ipam {
+            return None;
+        }
+        self.mesh.gossiper_mut::<IpamChannel>(CHANNEL)
+    }
+
+    fn ipam_input(&mut self, now: Instant, input: Input) {
+        if let Some(channel) = self.ipam() {
+            channel.handle(now, input);
+        }
+    }
+
+    /// Carries out the allocator's outputs, in order: a store write is
+    /// durable before anything after it happens. Returns whether there were
+    /// any.
+    fn pump_ipam(&mut self) -> bool {
+        let Some(outputs) = self.ipam().map(IpamChannel::take_outputs) else {
+            return false;
+        };
+        if outputs.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        for output in outputs {
+            match output {
+                alloc::Output::Persist(write) => {
+                    if let Some(store) = &self.store {
+                        if let Err(error) = store.apply(&write) {
+                            // Acting on later outputs without this write
+                            // could hand an address out twice after a
+                            // restart: stop instead.
+                            error!("cannot write the IPAM store, stopping: {error:#}");
+                            std::process::exit(1);
+                        }
+                    }
+                }
+                alloc::Output::Reply { op, result } => {
+                    if let Some(reply) = self.pending.remove(&op) {
+                        let _ = reply.send(result.map_err(|e: OpError| e.to_string()));
+                    }
+                }
+                alloc::Output::Broadcast(state) => {
+                    let bytes = crate::ipam::wire::encode_gossip(&state);
+                    self.mesh.gossip_broadcast(CHANNEL, vec![bytes], now);
+                }
+                alloc::Output::Unicast { to, msg } => {
+                    let bytes = crate::ipam::wire::encode_unicast(&msg);
+                    if let Err(error) =
+                        self.mesh
+                            .gossip_unicast(CHANNEL, mesh_name(to), &bytes, now)
+                    {
+                        debug!(%error, "IPAM unicast not sent");
+                    }
+                }
+                alloc::Output::GossipRejected { sender, error } => {
+                    warn!(sender = ?sender.map(mesh_name), "IPAM: rejected gossip: {error}");
+                }
+                alloc::Output::Warn(text) => warn!("IPAM: {text}"),
+            }
+        }
+        true
+    }
+
+    /// Tells the allocator when the set of known peers changed.
+    fn sync_peers(&mut self, now: Instant) {
+        if !self.has_ipam {
+            return;
+        }
+        let names = self.mesh.peers().names();
+        if names != self.known_peers {
+            let gone: Vec<PeerName> = self.known_peers.difference(&names).copied().collect();
+            for peer in gone {
+                self.ipam_input(
+                    now,
+                    Input::PeerGone {
+                        peer: ipam_name(peer),
+                    },
+                );
+            }
+            let known = names.iter().copied().map(ipam_name).collect();
+            self.known_peers = names;
+            self.ipam_input(now, Input::PeersChanged { known });
+        }
+    }
+
+    fn sync_targets(&mut self, now: Instant) {
+        let count = u32::try_from(self.mesh.targets(false).len()).unwrap_or(u32::MAX);
+        self.ipam_input(now, Input::TargetsChanged { count });
+    }
+
+    /// The allocator's periodic retry (every [`alloc::TICK_INTERVAL`]).
+    pub fn tick_ipam(&mut self) {
+        self.ipam_input(Instant::now(), Input::Tick);
+        self.drain();
     }
 
     /// Runs the data plane `overlay` on the mesh's connections.
@@ -119,21 +339,26 @@ impl RouterTask {
     /// Runs until the event queue closes.
     pub async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Event>) {
         self.drain();
+        let mut tick = tokio::time::interval(alloc::TICK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = self.mesh.poll_timeout();
-            let event = match deadline {
-                Some(deadline) => {
-                    let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
-                    tokio::select! {
-                        event = queue.recv() => event,
-                        () = sleep => {
-                            self.mesh.handle_timeout(Instant::now());
-                            self.drain();
-                            continue;
-                        }
-                    }
+            // Without a mesh deadline, wake up at the next IPAM tick anyway.
+            let deadline = self
+                .mesh
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + alloc::TICK_INTERVAL);
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+            let event = tokio::select! {
+                event = queue.recv() => event,
+                _ = tick.tick() => {
+                    self.tick_ipam();
+                    continue;
                 }
-                None => queue.recv().await,
+                () = sleep => {
+                    self.mesh.handle_timeout(Instant::now());
+                    self.drain();
+                    continue;
+                }
             };
             let Some(event) = event else {
                 return;
@@ -169,7 +394,10 @@ impl RouterTask {
             }
             Event::Control(control) => self.control(control, now),
             Event::Overlay(event) => {
-                let failed = self.overlay.as_ref().and_then(|o| o.on_event(event, &mut self.mesh, now));
+                let failed = self
+                    .overlay
+                    .as_ref()
+                    .and_then(|o| o.on_event(event, &mut self.mesh, now));
                 if let Some((conn, reason)) = failed {
                     self.handle(Event::Closed(conn, reason));
                 }
@@ -180,11 +408,24 @@ impl RouterTask {
     fn control(&mut self, control: Control, now: Instant) {
         match control {
             Control::Status(reply) => {
+                let (ipam, ipam_metrics) = match self.ipam() {
+                    Some(channel) => (
+                        Some(channel.allocator().status()),
+                        Some(channel.allocator().metrics()),
+                    ),
+                    None => (None, None),
+                };
                 let snapshot = Snapshot {
                     version: self.version.clone(),
                     mesh: self.mesh.status(now),
                     counters: self.mesh.counters(),
-                    overlay: self.overlay.as_ref().map(Overlay::status).unwrap_or_default(),
+                    ipam,
+                    ipam_metrics,
+                    overlay: self
+                        .overlay
+                        .as_ref()
+                        .map(Overlay::status)
+                        .unwrap_or_default(),
                 };
                 let _ = reply.send(snapshot);
             }
@@ -195,19 +436,72 @@ impl RouterTask {
             } => {
                 self.mesh.initiate_connections(peers, replace, now);
                 self.save_targets();
+                self.sync_targets(now);
                 let _ = reply.send(());
             }
             Control::Forget { peers, reply } => {
                 self.mesh.forget_connections(&peers, now);
                 self.save_targets();
+                self.sync_targets(now);
                 let _ = reply.send(());
+            }
+            Control::Ipam { call, reply } => {
+                if !self.has_ipam {
+                    let _ = reply.send(Err("IP address allocation is not running".into()));
+                    return;
+                }
+                let op = OpId(self.next_op);
+                self.next_op += 1;
+                self.pending.insert(op, reply);
+                self.ipam_input(now, call.into_input(op));
+            }
+            Control::Lookup {
+                ident,
+                range,
+                reply,
+            } => {
+                let found = self
+                    .ipam()
+                    .map(|channel| channel.allocator().lookup(&ident, range))
+                    .unwrap_or_default();
+                let _ = reply.send(found);
+            }
+            Control::Owned(reply) => {
+                let owned = self
+                    .ipam()
+                    .map(|channel| {
+                        channel
+                            .allocator()
+                            .owned()
+                            .iter()
+                            .map(|(ident, data)| (ident.clone(), data.cidrs.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = reply.send(owned);
             }
         }
     }
 
-    /// Carries out everything the mesh asked for.
+    /// Carries out everything the mesh and the allocator asked for, until
+    /// neither has anything left.
     fn drain(&mut self) {
+        loop {
+            let mesh = self.drain_mesh();
+            self.sync_peers(Instant::now());
+            let ipam = self.pump_ipam();
+            if !mesh && !ipam {
+                return;
+            }
+        }
+    }
+
+    /// Carries out everything the mesh asked for; returns whether it had
+    /// anything.
+    fn drain_mesh(&mut self) -> bool {
+        let mut any = false;
         while let Some(output) = self.mesh.poll_output() {
+            any = true;
             if let Some(overlay) = &self.overlay {
                 overlay.on_output(&output);
             }
@@ -262,6 +556,7 @@ impl RouterTask {
         if let Some(overlay) = &mut self.overlay {
             overlay.sync_routes(&mut self.mesh);
         }
+        any
     }
 
     /// Starts the reader and writer tasks of a new socket.

@@ -8,20 +8,24 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::sync::{mpsc, oneshot};
 
-use super::actor::{Control, Event};
+use super::actor::{Control, Event, IpamCall};
 use super::status::{self, Snapshot};
+use crate::ipam::{Address, Cidr, Reply};
 use crate::mesh::connection_maker::{DirectPeer, split_peer_spec};
 
-/// What handlers share: the router task's queue.
+/// What handlers share: the router task's queue, and the subnet that
+/// allocations without one use.
 #[derive(Clone)]
 struct Api {
     events: mpsc::UnboundedSender<Event>,
+    default_subnet: Cidr,
 }
 
 /// The routes both interfaces serve: status pages, report and metrics.
@@ -31,21 +35,44 @@ fn status_routes() -> Router<Api> {
         .route("/status/targets", get(targets_page))
         .route("/status/connections", get(connections_page))
         .route("/status/peers", get(peers_page))
+        .route("/status/ipam", get(ipam_page))
         .route("/report", get(report))
         .route("/metrics", get(metrics))
 }
 
 /// The full API of `--http-addr`.
-pub fn api_router(events: mpsc::UnboundedSender<Event>) -> Router {
+pub fn api_router(events: mpsc::UnboundedSender<Event>, default_subnet: Cidr) -> Router {
     status_routes()
         .route("/connect", post(connect))
         .route("/forget", post(forget))
-        .with_state(Api { events })
+        .route("/ipinfo/defaultsubnet", get(default_subnet_page))
+        .route("/ip", get(owned))
+        .route(
+            "/ip/{id}",
+            post(allocate_default)
+                .get(lookup_default)
+                .delete(delete_ident),
+        )
+        .route("/ip/{id}/{ip}", delete(free))
+        .route(
+            "/ip/{id}/{ip}/{prefix}",
+            post(allocate_in).put(claim).get(lookup_in),
+        )
+        .route("/ring", get(ring))
+        .route("/peer", delete(reset_peer))
+        .route("/peer/{name}", delete(rmpeer))
+        .with_state(Api {
+            events,
+            default_subnet,
+        })
 }
 
 /// The read-only interface of `--status-addr`.
-pub fn status_router(events: mpsc::UnboundedSender<Event>) -> Router {
-    status_routes().with_state(Api { events })
+pub fn status_router(events: mpsc::UnboundedSender<Event>, default_subnet: Cidr) -> Router {
+    status_routes().with_state(Api {
+        events,
+        default_subnet,
+    })
 }
 
 /// Serves `router` on `addr` until the process ends.
@@ -77,6 +104,10 @@ impl Api {
 
 async fn status_page(State(api): State<Api>) -> Response {
     api.text(status::status_text).await
+}
+
+async fn ipam_page(State(api): State<Api>) -> Response {
+    api.text(status::ipam_text).await
 }
 
 async fn targets_page(State(api): State<Api>) -> Response {
@@ -210,5 +241,204 @@ mod tests {
         assert_eq!(values(&form, "peer"), ["10.0.0.1", "10.0.0.2:6790", "h3"]);
         assert_eq!(values(&form, "replace"), ["true"]);
         assert!(values(&form, "absent").is_empty());
+    }
+}
+
+// ----- IPAM (Weave's ipam/http.go behaviour) -----
+
+fn bad_request(message: impl std::fmt::Display) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
+}
+
+impl Api {
+    async fn ipam(&self, call: IpamCall) -> Result<Reply, Response> {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .events
+            .send(Event::Control(Control::Ipam { call, reply }))
+            .is_err()
+        {
+            return Err(unavailable());
+        }
+        match answer.await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(error)) => Err(bad_request(error)),
+            Err(_) => Err(unavailable()),
+        }
+    }
+
+    async fn lookup(&self, ident: String, subnet: Cidr) -> Response {
+        let (reply, answer) = oneshot::channel();
+        let control = Control::Lookup {
+            ident,
+            range: subnet.host_range(),
+            reply,
+        };
+        if self.events.send(Event::Control(control)).is_err() {
+            return unavailable();
+        }
+        match answer.await {
+            Ok(found) if found.is_empty() => StatusCode::NOT_FOUND.into_response(),
+            Ok(found) => found
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .into_response(),
+            Err(_) => unavailable(),
+        }
+    }
+}
+
+fn form_flag(query: Option<&str>, body: &[u8], key: &str) -> bool {
+    values(&form(query, body), key).iter().any(|v| v == "true")
+}
+
+async fn default_subnet_page(State(api): State<Api>) -> Response {
+    api.default_subnet.to_string().into_response()
+}
+
+async fn allocate(api: &Api, ident: String, subnet: Cidr, is_container: bool) -> Response {
+    let call = IpamCall::Allocate {
+        ident,
+        subnet,
+        is_container,
+    };
+    match api.ipam(call).await {
+        Ok(Reply::Allocated(cidr)) => cidr.to_string().into_response(),
+        Ok(other) => bad_request(format!("unexpected allocator reply {other:?}")),
+        Err(response) => response,
+    }
+}
+
+async fn allocate_default(
+    State(api): State<Api>,
+    Path(ident): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let is_container = form_flag(query.as_deref(), &body, "check-alive");
+    let subnet = api.default_subnet;
+    allocate(&api, ident, subnet, is_container).await
+}
+
+async fn allocate_in(
+    State(api): State<Api>,
+    Path((ident, ip, prefix)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let subnet = match Cidr::parse_subnet(&format!("{ip}/{prefix}")) {
+        Ok(subnet) => subnet,
+        Err(error) => return bad_request(error),
+    };
+    let is_container = form_flag(query.as_deref(), &body, "check-alive");
+    allocate(&api, ident, subnet, is_container).await
+}
+
+async fn claim(
+    State(api): State<Api>,
+    Path((ident, ip, prefix)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let cidr = match Cidr::parse(&format!("{ip}/{prefix}")) {
+        Ok(cidr) => cidr,
+        Err(error) => return bad_request(error),
+    };
+    let call = IpamCall::Claim {
+        ident,
+        cidr,
+        is_container: form_flag(query.as_deref(), &body, "check-alive"),
+        no_error_on_unknown: form_flag(query.as_deref(), &body, "noErrorOnUnknown"),
+    };
+    match api.ipam(call).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn lookup_default(State(api): State<Api>, Path(ident): Path<String>) -> Response {
+    let subnet = api.default_subnet;
+    api.lookup(ident, subnet).await
+}
+
+async fn lookup_in(
+    State(api): State<Api>,
+    Path((ident, ip, prefix)): Path<(String, String, String)>,
+) -> Response {
+    match Cidr::parse_subnet(&format!("{ip}/{prefix}")) {
+        Ok(subnet) => api.lookup(ident, subnet).await,
+        Err(error) => bad_request(error),
+    }
+}
+
+async fn owned(State(api): State<Api>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if api
+        .events
+        .send(Event::Control(Control::Owned(reply)))
+        .is_err()
+    {
+        return unavailable();
+    }
+    let Ok(owned) = answer.await else {
+        return unavailable();
+    };
+    let owned: Vec<serde_json::Value> = owned
+        .into_iter()
+        .map(|(ident, cidrs)| {
+            serde_json::json!({
+                "containerid": ident,
+                "addrs": cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{}\n", serde_json::json!({ "owned": owned })),
+    )
+        .into_response()
+}
+
+async fn delete_ident(State(api): State<Api>, Path(ident): Path<String>) -> Response {
+    match api.ipam(IpamCall::Delete { ident }).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn free(State(api): State<Api>, Path((ident, ip)): Path<(String, String)>) -> Response {
+    let addr = match ip.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) => Address(u32::from(ip)),
+        Err(error) => return bad_request(format!("{ip:?}: {error}")),
+    };
+    match api.ipam(IpamCall::Free { ident, addr }).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn ring(State(api): State<Api>) -> Response {
+    match api.ipam(IpamCall::Prime).await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn rmpeer(State(api): State<Api>, Path(peer): Path<String>) -> Response {
+    match api.ipam(IpamCall::Takeover { peer: peer.clone() }).await {
+        Ok(Reply::TakenOver(count)) => {
+            format!("{count} IPs taken over from {peer}\n").into_response()
+        }
+        Ok(other) => bad_request(format!("unexpected allocator reply {other:?}")),
+        Err(response) => response,
+    }
+}
+
+async fn reset_peer(State(api): State<Api>) -> Response {
+    match api.ipam(IpamCall::Shutdown).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(response) => response,
     }
 }

@@ -9,6 +9,8 @@ pub mod actor;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod ipam;
+pub mod ipam_store;
 pub mod persist;
 pub mod status;
 
@@ -28,6 +30,9 @@ use crate::mesh::identity::PeerName;
 use crate::mesh::router::{MeshConfig, MeshRouter};
 use actor::{Event, RouterTask};
 use config::{Action, Options};
+use ipam_store::IpamStore;
+
+use crate::ipam::Cidr;
 
 /// Our version, as `/status` shows it.
 pub const VERSION: &str = concat!("weave-rs ", env!("CARGO_PKG_VERSION"));
@@ -89,6 +94,31 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
     let rng = StdRng::seed_from_u64(seed);
     let mesh = MeshRouter::new(config, Box::new(GobCodec), rng, Instant::now());
 
+    // The allocator, with whatever the store kept from earlier runs.
+    let universe = Cidr::parse(&options.ipalloc_range.to_string())
+        .map_err(|error| anyhow!("--ipalloc-range: {error}"))?;
+    let default_subnet = match options.ipalloc_default_subnet {
+        Some(subnet) => Cidr::parse_subnet(&subnet.to_string())
+            .map_err(|error| anyhow!("--ipalloc-default-subnet: {error}"))?,
+        None => universe,
+    };
+    let (ipam_store, persisted) = IpamStore::open(&ipam_store::store_path(&options.db_prefix))?;
+    let clock = ipam::Clock::new();
+    let ipam_config = crate::ipam::Config {
+        our_name: ipam::ipam_name(name),
+        our_uid: mesh.peers().ourself().uid.0,
+        our_nickname: nickname.clone(),
+        universe,
+        mode: ipam::parse_init_mode(options.ipalloc_init.as_deref()).map_err(|e| anyhow!(e))?,
+        target_count: u32::try_from(options.peers.len()).unwrap_or(u32::MAX),
+        pre_claims: Vec::new(),
+        rng_seed: seed,
+    };
+    let (allocator, startup) =
+        crate::ipam::Allocator::new(ipam_config, persisted, clock.wall(Instant::now()))
+            .map_err(|error| anyhow!("IP allocation: {error}"))?;
+    let ipam_channel = ipam::IpamChannel::new(allocator, clock, startup);
+
     let bind_ip = options.host.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let listener = TcpListener::bind(SocketAddr::new(bind_ip, options.port))
         .await
@@ -109,7 +139,7 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
     .context("starting the Bridge-mode data plane")?;
     tokio::spawn(actor::accept_loop(listener, events.clone()));
     if let Some(addr) = http_addr {
-        let router = http::api_router(events.clone());
+        let router = http::api_router(events.clone(), default_subnet);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the HTTP API to {addr}"))?;
@@ -121,7 +151,7 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         });
     }
     if let Some(addr) = status_addr {
-        let router = http::status_router(events.clone());
+        let router = http::status_router(events.clone(), default_subnet);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the status interface to {addr}"))?;
@@ -157,7 +187,8 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
 
     let task = RouterTask::new(mesh, VERSION.to_string(), events)
         .persist_targets(targets_file)
-        .with_overlay(overlay);
+        .with_overlay(overlay)
+        .with_ipam(ipam_channel, ipam_store)?;
     tokio::select! {
         () = task.run(queue) => {}
         _ = tokio::signal::ctrl_c() => info!("interrupted: stopping"),

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use crate::ipam::{IpamMetrics, IpamStatus};
 use crate::mesh::identity::PeerName;
 use crate::mesh::router::{ConnectionStatus, MeshCounters, MeshStatus};
 use crate::overlay::dataplane::ConnOverlayStatus;
@@ -22,6 +23,10 @@ pub struct Snapshot {
     pub counters: MeshCounters,
     /// The data plane's state of each connection, by peer.
     pub overlay: BTreeMap<PeerName, ConnOverlayStatus>,
+    /// The allocator, when it runs.
+    pub ipam: Option<IpamStatus>,
+    /// The allocator's metrics, when it runs.
+    pub ipam_metrics: Option<IpamMetrics>,
 }
 
 /// The connection states in the order Weave lists their counts.
@@ -92,7 +97,30 @@ pub fn status_text(snapshot: &Snapshot) -> String {
         mesh.trusted_subnets.join(", ")
     };
     let _ = writeln!(out, " TrustedSubnets: {trusted}");
+    if let Some(ipam) = &snapshot.ipam {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "        Service: ipam");
+        let _ = writeln!(out, "         Status: {}", ipam.status_line());
+        let _ = writeln!(out, "          Range: {}", ipam.range);
+        let _ = writeln!(out, "  DefaultSubnet: {}", ipam.range);
+        for pending in ipam.pending_allocates.iter().chain(&ipam.pending_claims) {
+            let _ = writeln!(
+                out,
+                "        Waiting: {} {}: {}",
+                pending.ident, pending.cidr, pending.reason
+            );
+        }
+    }
     out
+}
+
+/// `GET /status/ipam`: each owning peer's share of the range, and our
+/// owned ranges as the aligned prefixes the data plane installs.
+pub fn ipam_text(snapshot: &Snapshot) -> String {
+    match &snapshot.ipam {
+        Some(ipam) => ipam.ranges_text(),
+        None => "IP address allocation is not running\n".into(),
+    }
 }
 
 /// `GET /status/targets`: one target per line.
@@ -114,7 +142,10 @@ pub fn connections_text(snapshot: &Snapshot) -> String {
     let mut out = String::new();
     for conn in &snapshot.mesh.connections {
         let mut attrs = if conn.encrypted { " encrypted" } else { "" }.to_string();
-        let overlay = conn.remote.as_ref().and_then(|(name, _)| snapshot.overlay.get(name));
+        let overlay = conn
+            .remote
+            .as_ref()
+            .and_then(|(name, _)| snapshot.overlay.get(name));
         let info = match overlay {
             Some(o) => {
                 for (key, value) in o.attrs.iter().filter(|(k, _)| k != "name") {
@@ -246,6 +277,44 @@ pub fn report_json(snapshot: &Snapshot) -> Value {
             "Targets": mesh.targets,
             "TrustedSubnets": mesh.trusted_subnets,
         },
+        "IPAM": snapshot.ipam.as_ref().map(ipam_json),
+    })
+}
+
+fn ipam_json(ipam: &IpamStatus) -> Value {
+    let entries: Vec<Value> = ipam
+        .entries
+        .iter()
+        .map(|entry| {
+            json!({
+                "Token": entry.token.to_string(),
+                "Size": entry.size,
+                "Peer": entry.peer.to_string(),
+                "Nickname": entry.nickname.clone().unwrap_or_default(),
+                "IsKnownPeer": entry.is_known_peer,
+                "Version": entry.version,
+            })
+        })
+        .collect();
+    let pending = |list: &[crate::ipam::allocator::PendingStatus]| -> Vec<Value> {
+        list.iter()
+            .map(|p| json!({"Ident": p.ident, "CIDR": p.cidr.to_string(), "Reason": p.reason.to_string()}))
+            .collect()
+    };
+    json!({
+        "Paxos": ipam.paxos.as_ref().map(|p| json!({
+            "Elector": p.elector,
+            "KnownNodes": p.known_nodes,
+            "Quorum": p.quorum,
+        })),
+        "Range": ipam.range.to_string(),
+        "RangeNumIPs": ipam.range_num_ips,
+        "ActiveIPs": ipam.active_ips,
+        "DefaultSubnet": ipam.range.to_string(),
+        "Entries": entries,
+        "PendingClaims": pending(&ipam.pending_claims),
+        "PendingAllocates": pending(&ipam.pending_allocates),
+        "Status": ipam.status_line(),
     })
 }
 
@@ -305,5 +374,29 @@ pub fn metrics_text(snapshot: &Snapshot) -> String {
         "weave_gossip_messages_total{{direction=\"received\"}} {}",
         snapshot.counters.gossip_received
     );
+    if let Some(m) = &snapshot.ipam_metrics {
+        for (name, help, value) in [
+            ("weave_ips", "Number of IP addresses allocated here.", m.ips),
+            (
+                "weave_max_ips",
+                "Size of the IP allocation range.",
+                m.max_ips,
+            ),
+            (
+                "weave_ipam_unreachable_count",
+                "Number of ring ranges owned by unreachable peers.",
+                m.unreachable_count,
+            ),
+            (
+                "weave_ipam_pending_allocates",
+                "Number of allocations waiting for space or consensus.",
+                m.pending_allocates,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
     out
 }
