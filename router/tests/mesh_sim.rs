@@ -108,6 +108,10 @@ enum Ev {
     Start {
         node: usize,
     },
+    WriteDone {
+        node: usize,
+        conn: ConnHandle,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -118,6 +122,10 @@ struct NetOpts {
     loss: f64,
     /// Whether chunks after the intro may overtake each other.
     reorder: bool,
+    /// Model socket writes (50 µs plus 10 ns per byte, one at a time per
+    /// connection) and run the routers with flow control, so that gossip
+    /// queued behind a busy connection is merged as mesh does.
+    flow: bool,
 }
 
 impl Default for NetOpts {
@@ -127,6 +135,7 @@ impl Default for NetOpts {
             max_latency_ms: 20,
             loss: 0.0,
             reorder: false,
+            flow: false,
         }
     }
 }
@@ -136,6 +145,7 @@ struct LinkEnd {
     conn: ConnHandle,
     sent: u32,
     last_at: Instant,
+    write_free_at: Instant,
 }
 
 struct Sim {
@@ -187,6 +197,7 @@ impl Sim {
     fn add_node(&mut self, cfg: impl FnOnce(&mut MeshConfig), seed: u64) -> usize {
         let i = self.nodes.len();
         let mut c = MeshConfig::new(node_name(i), &format!("n{i}"));
+        c.flow_control = self.opts.flow;
         cfg(&mut c);
         let mut router =
             MeshRouter::new(c, Box::new(GobCodec), StdRng::seed_from_u64(seed), self.now);
@@ -243,6 +254,18 @@ impl Sim {
                         continue;
                     };
                     let (pn, pc, sent, last) = (end.node, end.conn, end.sent, end.last_at);
+                    let mut sent_at = self.now;
+                    if self.opts.flow {
+                        let start = self.now.max(end.write_free_at);
+                        let done = start
+                            + Duration::from_micros(50)
+                            + Duration::from_nanos(10 * bytes.len() as u64);
+                        if let Some(e) = self.links.get_mut(&(node, conn)) {
+                            e.write_free_at = done;
+                        }
+                        self.schedule(done, Ev::WriteDone { node, conn });
+                        sent_at = done;
+                    }
                     let after_intro = sent >= 3;
                     if after_intro && self.opts.loss > 0.0 && self.rng.gen_bool(self.opts.loss) {
                         if let Some(e) = self.links.get_mut(&(node, conn)) {
@@ -250,7 +273,7 @@ impl Sim {
                         }
                         continue;
                     }
-                    let mut at = self.now + lat;
+                    let mut at = sent_at + lat;
                     if !(after_intro && self.opts.reorder) && at < last {
                         at = last;
                     }
@@ -307,6 +330,7 @@ impl Sim {
                                     conn: hb,
                                     sent: 0,
                                     last_at: now,
+                                    write_free_at: now,
                                 },
                             );
                             self.links.insert(
@@ -316,6 +340,7 @@ impl Sim {
                                     conn: ha,
                                     sent: 0,
                                     last_at: now,
+                                    write_free_at: now,
                                 },
                             );
                             // Outputs of the accepting side were queued before
@@ -389,6 +414,12 @@ impl Sim {
                 self.delivered += 1;
                 self.nodes[node].router.receive(conn, &bytes, now);
                 self.drain(node);
+            }
+            Ev::WriteDone { node, conn } => {
+                if self.nodes[node].alive {
+                    self.nodes[node].router.transmit_done(conn, now);
+                    self.drain(node);
+                }
             }
             Ev::Closed { node, conn } => {
                 self.nodes[node].router.connection_closed(conn, "EOF", now);
@@ -607,6 +638,36 @@ fn hundred_peers_join_with_discovery_and_form_a_full_mesh() {
     full_mesh_join(100, 1);
 }
 
+#[test]
+fn flow_controlled_full_mesh_converges() {
+    let opts = NetOpts {
+        flow: true,
+        ..NetOpts::default()
+    };
+    let (sim, r) = join_random(16, 2, 4, opts, true, Duration::from_secs(30));
+    print("join-16 (full mesh, flow control)", &r, &sim);
+    assert_eq!(sim.nodes[0].router.peers().ourself().connections.len(), 15);
+}
+
+#[test]
+#[ignore = "measurement: 100 peers, full mesh, flow control, release mode"]
+fn hundred_peers_full_mesh_with_flow_control() {
+    let opts = NetOpts {
+        flow: true,
+        ..NetOpts::default()
+    };
+    let (sim, r) = join_random(100, 2, 1, opts, true, Duration::from_secs(60));
+    print("join-100 (full mesh, flow control)", &r, &sim);
+}
+
+#[test]
+#[ignore = "measurement: full-mesh sizes 16..48 in release mode"]
+fn full_mesh_scaling_measurement() {
+    for n in [16, 24, 32, 48] {
+        full_mesh_join(n, 1);
+    }
+}
+
 /// Peers join without discovery (each dials 3 random earlier peers); then
 /// a broadcast must reach every peer exactly once and a unicast must be
 /// relayed to a far peer.
@@ -786,6 +847,7 @@ fn loss_and_reordering_do_not_break_convergence() {
         max_latency_ms: 200,
         loss: 0.05,
         reorder: true,
+        flow: false,
     };
     let (sim, r) = join_random(16, 2, 5, opts, true, Duration::from_secs(30));
     print("join-16 with 5% loss and reordering", &r, &sim);
@@ -870,15 +932,16 @@ fn dead_peer_is_collected_and_line_reroutes() {
 #[test]
 #[ignore = "slow: 1,000 peers; run with --release --ignored --nocapture"]
 fn thousand_peers_converge() {
-    let (sim, r) = join_random(
-        1000,
-        3,
-        7,
-        NetOpts::default(),
-        false,
-        Duration::from_secs(120),
+    let opts = NetOpts {
+        flow: true,
+        ..NetOpts::default()
+    };
+    let (sim, r) = join_random(1000, 3, 7, opts, false, Duration::from_secs(120));
+    print(
+        "join-1000 (no discovery, 3 targets each, flow control)",
+        &r,
+        &sim,
     );
-    print("join-1000 (no discovery, 3 targets each)", &r, &sim);
 }
 
 #[test]

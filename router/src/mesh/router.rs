@@ -76,6 +76,13 @@ pub struct MeshConfig {
     /// with no overlay. With an overlay, leave this off and call
     /// [`MeshRouter::connection_established`] when the overlay is up.
     pub auto_establish: bool,
+    /// Flow control: when set, each connection has at most one batch of
+    /// gossip in the shell's hands at a time; gossip queued meanwhile is
+    /// merged per channel (as mesh's per-connection gossip senders do while
+    /// a write blocks). The shell must then call
+    /// [`MeshRouter::transmit_done`] once for every [`Output::Transmit`]
+    /// when its bytes are written. When clear, gossip is sent at once.
+    pub flow_control: bool,
 }
 
 impl MeshConfig {
@@ -93,6 +100,7 @@ impl MeshConfig {
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
             overlay_features: Features::new(),
             auto_establish: true,
+            flow_control: false,
         }
     }
 }
@@ -218,10 +226,29 @@ struct LocalConn {
     remote: Option<PeerName>,
     established: bool,
     added: bool,
+    /// Transmits handed to the shell and not yet reported written.
+    outstanding: u32,
+    /// Gossip waiting for the connection to drain, per channel.
+    queue: BTreeMap<String, Pending>,
+}
+
+/// Gossip queued on one connection for one channel.
+#[derive(Default)]
+struct Pending {
+    gossip: Option<Data>,
+    broadcasts: BTreeMap<PeerName, Data>,
+}
+
+/// How queued gossip is sent.
+#[derive(Clone, Copy)]
+enum Kind {
+    Gossip,
+    Broadcast(PeerName),
 }
 
 /// What a relay carries: topology (encoded from the table when sent) or a
 /// channel's own messages.
+#[derive(Clone)]
 enum Data {
     Topology(BTreeSet<PeerName>),
     Raw(GossipData),
@@ -511,6 +538,8 @@ impl MeshRouter {
                 remote: None,
                 established: false,
                 added: false,
+                outstanding: 0,
+                queue: BTreeMap::new(),
             },
         );
         if let Some(e) = encode_err {
@@ -809,6 +838,9 @@ impl MeshRouter {
         if let Some(lc) = self.conns.get_mut(&handle) {
             let bytes = lc.conn.take_output();
             if !bytes.is_empty() {
+                if self.config.flow_control {
+                    lc.outstanding += 1;
+                }
                 self.outputs.push_back(Output::Transmit {
                     conn: handle,
                     bytes,
@@ -1229,21 +1261,82 @@ impl MeshRouter {
             .collect()
     }
 
-    fn send_to_peers(
-        &mut self,
-        hops: &[PeerName],
-        tag: ProtocolTag,
-        msgs: &[Vec<u8>],
-        now: Instant,
-    ) {
-        for hop in hops {
-            let Some(&h) = self.by_peer.get(hop) else {
-                continue;
-            };
-            for m in msgs {
-                self.send_msg(h, tag, m, now);
+    /// Queues (or, without flow control, sends) gossip on one connection.
+    fn enqueue(&mut self, handle: ConnHandle, channel: &str, kind: Kind, data: Data, now: Instant) {
+        if !self.config.flow_control {
+            self.send_now(handle, channel, kind, &data, now);
+            return;
+        }
+        let Some(lc) = self.conns.get_mut(&handle) else {
+            return;
+        };
+        let p = lc.queue.entry(channel.to_owned()).or_default();
+        match kind {
+            Kind::Gossip => p.gossip = Some(merge(p.gossip.take(), data)),
+            Kind::Broadcast(src) => {
+                let e = p.broadcasts.remove(&src);
+                p.broadcasts.insert(src, merge(e, data));
             }
         }
+        self.pump(handle, now);
+    }
+
+    fn send_now(
+        &mut self,
+        handle: ConnHandle,
+        channel: &str,
+        kind: Kind,
+        data: &Data,
+        now: Instant,
+    ) {
+        let (tag, src) = match kind {
+            Kind::Gossip => (ProtocolTag::Gossip, self.name()),
+            Kind::Broadcast(src) => (ProtocolTag::GossipBroadcast, src),
+        };
+        for m in self.encode_data(channel, src, data) {
+            self.send_msg(handle, tag, &m, now);
+        }
+    }
+
+    /// Sends the next queued batch if the connection has drained.
+    fn pump(&mut self, handle: ConnHandle, now: Instant) {
+        loop {
+            let Some(lc) = self.conns.get_mut(&handle) else {
+                return;
+            };
+            if lc.outstanding > 0 {
+                return;
+            }
+            let mut picked = None;
+            for (channel, p) in lc.queue.iter_mut() {
+                if let Some(d) = p.gossip.take() {
+                    picked = Some((channel.clone(), Kind::Gossip, d));
+                    break;
+                }
+                if let Some((src, d)) = p.broadcasts.pop_first() {
+                    picked = Some((channel.clone(), Kind::Broadcast(src), d));
+                    break;
+                }
+            }
+            lc.queue
+                .retain(|_, p| p.gossip.is_some() || !p.broadcasts.is_empty());
+            let Some((channel, kind, data)) = picked else {
+                return;
+            };
+            // If nothing goes out (encoding failed), the loop tries the
+            // next batch; otherwise `outstanding` stops it.
+            self.send_now(handle, &channel, kind, &data, now);
+        }
+    }
+
+    /// With flow control: the bytes of one [`Output::Transmit`] on `conn`
+    /// were written; queued gossip may go next.
+    pub fn transmit_done(&mut self, handle: ConnHandle, now: Instant) {
+        if let Some(lc) = self.conns.get_mut(&handle) {
+            lc.outstanding = lc.outstanding.saturating_sub(1);
+        }
+        self.pump(handle, now);
+        self.after(now);
     }
 
     /// Gossip to random neighbours (never back to `src`).
@@ -1251,22 +1344,22 @@ impl MeshRouter {
         let peers = &self.peers;
         let routes = self.routes.get_or_insert_with(|| Routes::calculate(peers));
         let hops = routes.random_neighbours(src, &mut self.rng);
-        if hops.is_empty() {
-            return;
+        for hop in hops {
+            if let Some(&h) = self.by_peer.get(&hop) {
+                self.enqueue(h, channel, Kind::Gossip, data.clone(), now);
+            }
         }
-        let msgs = self.encode_data(channel, self.name(), &data);
-        self.send_to_peers(&hops, ProtocolTag::Gossip, &msgs, now);
     }
 
     fn relay_broadcast(&mut self, channel: &str, src: PeerName, data: Data, now: Instant) {
         let peers = &self.peers;
         let routes = self.routes.get_or_insert_with(|| Routes::calculate(peers));
         let hops = routes.broadcast_all(peers, src);
-        if hops.is_empty() {
-            return;
+        for hop in hops {
+            if let Some(&h) = self.by_peer.get(&hop) {
+                self.enqueue(h, channel, Kind::Broadcast(src), data.clone(), now);
+            }
         }
-        let msgs = self.encode_data(channel, src, &data);
-        self.send_to_peers(&hops, ProtocolTag::GossipBroadcast, &msgs, now);
     }
 
     fn relay_unicast(
@@ -1304,19 +1397,36 @@ impl MeshRouter {
 
     fn send_all_gossip_down(&mut self, handle: ConnHandle, now: Instant) {
         let names = self.peers.names();
-        let msgs = self.encode_data(TOPOLOGY_CHANNEL, self.name(), &Data::Topology(names));
-        for m in &msgs {
-            self.send_msg(handle, ProtocolTag::Gossip, m, now);
-        }
+        self.enqueue(
+            handle,
+            TOPOLOGY_CHANNEL,
+            Kind::Gossip,
+            Data::Topology(names),
+            now,
+        );
         let channels: Vec<String> = self.channels.keys().cloned().collect();
         for c in channels {
             let data = self.channel_mut(&c).gossip(now);
             if let Some(d) = data {
-                let msgs = self.encode_data(&c, self.name(), &Data::Raw(d));
-                for m in &msgs {
-                    self.send_msg(handle, ProtocolTag::Gossip, m, now);
-                }
+                self.enqueue(handle, &c, Kind::Gossip, Data::Raw(d), now);
             }
         }
+    }
+}
+
+/// Merges queued gossip: topology name sets unite; a channel's own
+/// messages are kept in order (as mesh's stand-in channel merges them).
+fn merge(old: Option<Data>, new: Data) -> Data {
+    match (old, new) {
+        (None, d) => d,
+        (Some(Data::Topology(mut a)), Data::Topology(b)) => {
+            a.extend(b);
+            Data::Topology(a)
+        }
+        (Some(Data::Raw(mut a)), Data::Raw(b)) => {
+            a.extend(b);
+            Data::Raw(a)
+        }
+        (Some(_), d) => d,
     }
 }
