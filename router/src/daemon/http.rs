@@ -228,22 +228,6 @@ async fn forget(State(api): State<Api>, RawQuery(query): RawQuery, body: Bytes) 
     StatusCode::OK.into_response()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{form, values};
-
-    #[test]
-    fn form_values_come_from_query_and_body() {
-        let form = form(
-            Some("peer=10.0.0.1&replace=true"),
-            b"peer=10.0.0.2%3A6790&peer=h3",
-        );
-        assert_eq!(values(&form, "peer"), ["10.0.0.1", "10.0.0.2:6790", "h3"]);
-        assert_eq!(values(&form, "replace"), ["true"]);
-        assert!(values(&form, "absent").is_empty());
-    }
-}
-
 // ----- IPAM (Weave's ipam/http.go behaviour) -----
 
 fn bad_request(message: impl std::fmt::Display) -> Response {
@@ -440,5 +424,21 @@ async fn reset_peer(State(api): State<Api>) -> Response {
     match api.ipam(IpamCall::Shutdown).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(response) => response,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{form, values};
+
+    #[test]
+    fn form_values_come_from_query_and_body() {
+        let form = form(
+            Some("peer=10.0.0.1&replace=true"),
+            b"peer=10.0.0.2%3A6790&peer=h3",
+        );
+        assert_eq!(values(&form, "peer"), ["10.0.0.1", "10.0.0.2:6790", "h3"]);
+        assert_eq!(values(&form, "replace"), ["true"]);
+        assert!(values(&form, "absent").is_empty());
     }
 }
