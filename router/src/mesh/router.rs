@@ -1430,3 +1430,180 @@ fn merge(old: Option<Data>, new: Data) -> Data {
         (Some(_), d) => d,
     }
 }
+
+/// Fuzz entry point: completes a plain handshake on an inbound connection
+/// (gob features, as a Weave peer would send), then feeds `data` as
+/// gossip and overlay messages; the router must never panic.
+pub fn fuzz_router_messages(data: &[u8]) {
+    use super::codec::GobCodec;
+    use super::wire;
+    use rand::SeedableRng;
+    let now = Instant::now();
+    let cfg = MeshConfig::new(PeerName::from_u64(1), "fuzz");
+    let mut r = MeshRouter::new(cfg, Box::new(GobCodec), StdRng::seed_from_u64(1), now);
+    let h = r.connection_opened(
+        "10.0.0.2:40000"
+            .parse()
+            .unwrap_or(SocketAddr::from(([10, 0, 0, 2], 40000))),
+        false,
+        now,
+    );
+    let features = make_features(
+        PeerName::from_u64(2),
+        "peer",
+        ShortId::new(2),
+        PeerUid(2),
+        2,
+        false,
+        &Features::new(),
+    );
+    let mut intro = wire::header(1, 2).to_vec();
+    intro.push(0);
+    if let Ok(f) = GobCodec
+        .encode_features(&features)
+        .and_then(|b| wire::encode_frame(&b).map_err(|e| CodecError(e.to_string())))
+    {
+        intro.extend(f);
+    }
+    r.receive(h, &intro, now);
+    // Split the input into messages: [len byte][tag choice][body...].
+    let mut rest = data;
+    let mut stream = Vec::new();
+    while let Some((&len, tail)) = rest.split_first() {
+        let n = usize::from(len).min(tail.len());
+        let (body, tail) = tail.split_at(n);
+        let mut msg = Vec::with_capacity(body.len() + 1);
+        if let Some((&t, b)) = body.split_first() {
+            msg.push(4 + t % 4);
+            msg.extend_from_slice(b);
+        }
+        if let Ok(f) = wire::encode_frame(&msg) {
+            stream.extend(f);
+        }
+        rest = tail;
+    }
+    r.receive(h, &stream, now);
+    r.handle_timeout(now + Duration::from_secs(61));
+    while r.poll_output().is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuzz_router_messages_never_panics() {
+        let mut x: u64 = 7;
+        for i in 0..2000 {
+            let data: Vec<u8> = (0..(i % 200))
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 16) as u8
+                })
+                .collect();
+            fuzz_router_messages(&data);
+        }
+    }
+
+    #[test]
+    fn gob_gossip_from_a_peer_is_applied() {
+        use super::super::codec::{ConnectionSummary, GobCodec, PeerSummary, TopologyEntry};
+        use super::super::wire;
+        use rand::SeedableRng;
+        let now = Instant::now();
+        let cfg = MeshConfig::new(PeerName::from_u64(1), "me");
+        let mut r = MeshRouter::new(cfg, Box::new(GobCodec), StdRng::seed_from_u64(1), now);
+        let h = r.connection_opened("10.0.0.2:40000".parse().unwrap(), false, now);
+        let features = make_features(
+            PeerName::from_u64(2),
+            "two",
+            ShortId::new(2),
+            PeerUid(22),
+            9,
+            false,
+            &Features::new(),
+        );
+        let mut bytes = wire::header(1, 2).to_vec();
+        bytes.push(0);
+        bytes.extend(wire::encode_frame(&GobCodec.encode_features(&features).unwrap()).unwrap());
+        // Topology gossip from peer 2 naming peer 3 behind it.
+        let topo = GobCodec
+            .encode_topology(&[
+                TopologyEntry {
+                    peer: PeerSummary {
+                        name_byte: PeerName::from_u64(2).to_bytes().to_vec(),
+                        nickname: "two".into(),
+                        uid: 22,
+                        version: 3,
+                        short_id: 2,
+                        has_short_id: true,
+                    },
+                    connections: vec![
+                        ConnectionSummary {
+                            name_byte: PeerName::from_u64(1).to_bytes().to_vec(),
+                            remote_tcp_addr: "10.0.0.1:6783".into(),
+                            outbound: true,
+                            established: true,
+                        },
+                        ConnectionSummary {
+                            name_byte: PeerName::from_u64(3).to_bytes().to_vec(),
+                            remote_tcp_addr: "10.0.0.3:6783".into(),
+                            outbound: true,
+                            established: true,
+                        },
+                    ],
+                },
+                TopologyEntry {
+                    peer: PeerSummary {
+                        name_byte: PeerName::from_u64(3).to_bytes().to_vec(),
+                        nickname: "three".into(),
+                        uid: 33,
+                        version: 1,
+                        short_id: 3,
+                        has_short_id: true,
+                    },
+                    connections: vec![ConnectionSummary {
+                        name_byte: PeerName::from_u64(2).to_bytes().to_vec(),
+                        remote_tcp_addr: "10.0.0.2:50000".into(),
+                        outbound: false,
+                        established: true,
+                    }],
+                },
+            ])
+            .unwrap();
+        let env = GobCodec
+            .encode_envelope(&GossipEnvelope {
+                channel: TOPOLOGY_CHANNEL.into(),
+                src: PeerName::from_u64(2),
+                dst: None,
+                payload: topo,
+            })
+            .unwrap();
+        let mut msg = vec![ProtocolTag::Gossip.byte()];
+        msg.extend(env);
+        bytes.extend(wire::encode_frame(&msg).unwrap());
+        r.receive(h, &bytes, now);
+        let mut outs = Vec::new();
+        while let Some(o) = r.poll_output() {
+            outs.push(o);
+        }
+        assert!(outs.iter().any(|o| matches!(o, Output::ConnectionAdded { remote, .. } if *remote == PeerName::from_u64(2))));
+        assert_eq!(r.peers().len(), 3);
+        let routes = r.routes().clone();
+        assert_eq!(
+            routes.unicast.get(&PeerName::from_u64(3)),
+            Some(&PeerName::from_u64(2))
+        );
+        // Discovery asks to dial peer 3 at its mesh port.
+        assert!(outs.iter().any(
+            |o| matches!(o, Output::Dial { addr } if *addr == "10.0.0.3:6783".parse().unwrap())
+        ));
+        // The router answered with its own gossip down the new connection.
+        assert!(
+            outs.iter()
+                .any(|o| matches!(o, Output::Transmit { conn, .. } if *conn == h))
+        );
+    }
+}
