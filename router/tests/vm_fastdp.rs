@@ -453,3 +453,53 @@ fn vm_fastdp_proactive_first_ping_and_reactive_fallback() -> Result<()> {
     ensure!(routers[0].failures.is_empty(), "{:?}", routers[0].failures);
     Ok(())
 }
+
+#[test]
+#[ignore = "needs the kernel openvswitch datapath: cargo xtask test runs it in the VM"]
+fn vm_fastdp_vxlan_port_in_use_is_reported() -> Result<()> {
+    require_openvswitch()?;
+    let lab = Lab::new(1)?;
+    let host = lab.host(0);
+    // A socket made in the host's namespace stays there: it holds the port.
+    let _holder = in_netns(&named(host.netns()), || {
+        std::net::UdpSocket::bind(("0.0.0.0", 6784))
+    })??;
+    let feedback = in_netns(&named(host.netns()), || -> Result<Vec<String>> {
+        let mut ovs = Ovs::connect()?;
+        ovs.datapaths()
+            .create(DATAPATH, &DatapathOptions::default())?;
+        let (mut exec, _) = Executor::open(DATAPATH)?;
+        let mut fastdp = Fastdp::new(FastdpConfig::new(peer(0), MTU), Instant::now());
+        let ops: Vec<_> = fastdp
+            .drain_outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Datapath(op) => Some(op),
+                _ => None,
+            })
+            .collect();
+        let vports = exec.vports()?;
+        let mut out: Vec<String> = exec
+            .apply(ops)
+            .into_iter()
+            .map(|f| match f {
+                Feedback::VxlanFailed { udp_port, error } => {
+                    format!("failed {udp_port} errno {:?}", error.source.errno())
+                }
+                other => format!("{other:?}"),
+            })
+            .collect();
+        let after = exec.vports()?;
+        out.push(format!("vports {} -> {}", vports.len(), after.len()));
+        Ok(out)
+    })??;
+    ensure!(
+        feedback
+            == vec![
+                format!("failed 6784 errno {:?}", Some(libc::EADDRINUSE)),
+                "vports 1 -> 1".to_string()
+            ],
+        "{feedback:?}"
+    );
+    Ok(())
+}

@@ -10,7 +10,11 @@
 //! ourselves, which is right only for a datapath the router owns.
 //!
 //! Like Weave, opening deletes the datapath's VXLAN vports (a previous run
-//! may have left them) so that ours are created with our settings.
+//! may have left them) so that ours are created with our settings. Some
+//! kernels report success creating a VXLAN vport whose UDP port is taken,
+//! leaving its netdev down; as Weave does, such a vport is deleted and the
+//! creation counts as `EADDRINUSE` (retried a few times, since the kernel
+//! frees the port of a deleted vport asynchronously).
 
 use std::thread::sleep;
 use std::time::Duration;
@@ -25,6 +29,7 @@ use odp::wire::vport::{VportInfo, VportType};
 
 use super::machine::{DpOp, PortKind};
 use super::tunnel::vxlan_vport_name;
+use crate::net::rtnl::Rtnl;
 
 /// How often creating a VXLAN vport is tried while its UDP port is still
 /// held by a vport being deleted (the kernel frees it asynchronously).
@@ -105,6 +110,8 @@ pub struct Executor {
     upcalls: UpcallSocket,
     events: UpcallSocket,
     per_cpu: bool,
+    /// For the VXLAN link check; `None` if rtnetlink could not be opened.
+    rtnl: Option<Rtnl>,
 }
 
 impl Executor {
@@ -136,6 +143,7 @@ impl Executor {
             upcalls,
             events,
             per_cpu,
+            rtnl: Rtnl::open().ok(),
         };
         if per_cpu {
             let pid = ex.upcalls.pid();
@@ -285,7 +293,21 @@ impl Executor {
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.ovs.vports(self.dp_ifindex).create(&spec) {
+            let result = self
+                .ovs
+                .vports(self.dp_ifindex)
+                .create(&spec)
+                .and_then(|v| {
+                    if self.vxlan_link_down(&name) {
+                        let _ = self.ovs.vports(self.dp_ifindex).delete_by_port(v.port_no);
+                        return Err(OdpError::from_errno(
+                            libc::EADDRINUSE,
+                            Some(format!("the netdev of {name} stayed down")),
+                        ));
+                    }
+                    Ok(v)
+                });
+            match result {
                 Ok(v) => return Ok(v),
                 Err(e) if e.errno() == Some(libc::EADDRINUSE) && tries < VXLAN_TRIES => {
                     sleep(VXLAN_RETRY_PAUSE)
@@ -293,6 +315,15 @@ impl Executor {
                 Err(e) => return Err(ctx(format!("creating vport {name}"))(e)),
             }
         }
+    }
+
+    /// Whether the VXLAN vport's netdev exists and is down (its UDP port
+    /// could not be bound).
+    fn vxlan_link_down(&mut self, name: &str) -> bool {
+        let Some(rtnl) = self.rtnl.as_mut() else {
+            return false;
+        };
+        matches!(rtnl.link(name), Ok(Some(link)) if !link.up)
     }
 
     fn create_flows(&mut self, specs: &[FlowSpec], out: &mut Vec<Feedback>) {
@@ -360,6 +391,14 @@ impl Executor {
         }
         self.create_flows(&batch, &mut out);
         out
+    }
+
+    /// Every vport of the datapath, for `/report`.
+    pub fn vports(&mut self) -> Result<Vec<VportInfo>, ExecError> {
+        self.ovs
+            .vports(self.dp_ifindex)
+            .list()
+            .map_err(ctx("listing the vports"))
     }
 
     /// Every flow, for `/report` and `odp dump-flows`-like views.
