@@ -81,7 +81,12 @@ fn netns_ipam_concurrent_allocations_are_unique_and_survive_kill_9() -> Result<(
     let status = http(lab.host(0), "GET", "/status", &[])?;
     ensure!(status.contains("Status: ready"), "/status:\n{status}");
     let ranges = http(lab.host(0), "GET", "/status/ipam", &[])?;
-    ensure!(ranges.lines().count() == 3, "/status/ipam:\n{ranges}");
+    ensure!(
+        ranges.lines().filter(|l| l.contains("IPs (")).count() == 3,
+        "/status/ipam:\n{ranges}"
+    );
+    // The CIDR view: our share as aligned prefixes, one megaflow each.
+    ensure!(ranges.contains("owned prefixes: 10."), "/status/ipam:\n{ranges}");
 
     // kill -9 router 1 and start it again: every address it gave is kept.
     routers[1].kill()?;

@@ -103,6 +103,10 @@ pub fn status_text(snapshot: &Snapshot) -> String {
         let _ = writeln!(out, "         Status: {}", ipam.status_line());
         let _ = writeln!(out, "          Range: {}", ipam.range);
         let _ = writeln!(out, "  DefaultSubnet: {}", ipam.range);
+        if !ipam.cidr_view.is_empty() {
+            let prefixes: Vec<String> = ipam.cidr_view.iter().map(ToString::to_string).collect();
+            let _ = writeln!(out, "       Prefixes: {}", prefixes.join(" "));
+        }
         for pending in ipam.pending_allocates.iter().chain(&ipam.pending_claims) {
             let _ = writeln!(
                 out,
@@ -118,7 +122,15 @@ pub fn status_text(snapshot: &Snapshot) -> String {
 /// owned ranges as the aligned prefixes the data plane installs.
 pub fn ipam_text(snapshot: &Snapshot) -> String {
     match &snapshot.ipam {
-        Some(ipam) => ipam.ranges_text(),
+        Some(ipam) => {
+            let mut text = ipam.ranges_text();
+            if !ipam.cidr_view.is_empty() {
+                let prefixes: Vec<String> =
+                    ipam.cidr_view.iter().map(ToString::to_string).collect();
+                text.push_str(&format!("owned prefixes: {}\n", prefixes.join(" ")));
+            }
+            text
+        }
         None => "IP address allocation is not running\n".into(),
     }
 }
@@ -315,6 +327,7 @@ fn ipam_json(ipam: &IpamStatus) -> Value {
         "PendingClaims": pending(&ipam.pending_claims),
         "PendingAllocates": pending(&ipam.pending_allocates),
         "Status": ipam.status_line(),
+        "OwnedCIDRs": ipam.cidr_view.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })
 }
 
