@@ -437,6 +437,15 @@ fn vm_fastdp_proactive_first_ping_and_reactive_fallback() -> Result<()> {
     );
     ensure!(flows.iter().filter(proactive).count() == 4, "{flows:#?}");
 
+    // Peer 1's prefix leaves the CIDR view and comes back: its egress flows
+    // are deleted (by UFID) and installed again.
+    for (view, want) in [(vec![cidrs[0]], 2), (cidrs.clone(), 4)] {
+        routers[0].fastdp.set_cidr_view(view);
+        pump(&mut routers)?;
+        let flows = routers[0].exec.flows()?;
+        ensure!(flows.iter().filter(proactive).count() == want, "{flows:#?}");
+    }
+
     // Peer 1 is lost: its flows go, the local ones stay.
     let mut alone = Topology::default();
     alone.short_ids.insert(peer(0), ShortId::new(1));

@@ -20,9 +20,9 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use odp::handle::{FlowId, FlowSpec, Ovs, VportSpec};
-use odp::transport::{Error as OdpError, UpcallSocket};
+use odp::transport::{Error as OdpError, OvsRequest, UpcallSocket};
 use odp::wire::datapath::{DatapathAttr, DpStats, UserFeatures};
-use odp::wire::flow::FlowInfo;
+use odp::wire::flow::{FlowAttr, FlowInfo, FlowMessage};
 use odp::wire::ovs::ObjCmd;
 use odp::wire::packet::{PacketCmd, Upcall};
 use odp::wire::vport::{VportInfo, VportType};
@@ -343,27 +343,74 @@ impl Executor {
         }
     }
 
-    /// Applies operations in order (consecutive flow creations go in one
-    /// batch). Failures are reported and do not stop the rest.
+    fn delete_flows(&mut self, ids: &[FlowId], out: &mut Vec<Feedback>) {
+        if ids.is_empty() {
+            return;
+        }
+        let family = self.ovs.flow_family();
+        let msgs: Vec<FlowMessage> = ids
+            .iter()
+            .map(|id| {
+                let attr = match id {
+                    FlowId::Key(k) => FlowAttr::Key(k.clone()),
+                    FlowId::Ufid(u) => FlowAttr::Ufid(u.clone()),
+                };
+                FlowMessage::new(ObjCmd::Del, self.dp_ifindex, vec![attr])
+            })
+            .collect();
+        let reqs: Vec<OvsRequest<'_, FlowAttr>> = msgs
+            .iter()
+            .map(|msg| OvsRequest {
+                family,
+                flags: 0,
+                msg,
+            })
+            .collect();
+        match self.ovs.connection().transact(&reqs) {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(_) | Err(OdpError::NotFound { .. }) => {}
+                        Err(e) => out.push(Feedback::Failed(ctx("deleting a flow")(e))),
+                    }
+                }
+            }
+            Err(e) => out.push(Feedback::Failed(ctx("deleting flows")(e))),
+        }
+    }
+
+    /// Applies operations in order; runs of flow creations and of flow
+    /// deletions each go to the kernel as one batch. Failures are reported
+    /// and do not stop the rest.
     pub fn apply(&mut self, ops: Vec<DpOp>) -> Vec<Feedback> {
         let mut out = Vec::new();
-        let mut batch: Vec<FlowSpec> = Vec::new();
+        let mut creates: Vec<FlowSpec> = Vec::new();
+        let mut deletes: Vec<FlowId> = Vec::new();
         for op in ops {
-            if let DpOp::CreateFlow(spec) = op {
-                batch.push(spec);
-                continue;
-            }
-            self.create_flows(&batch, &mut out);
-            batch.clear();
             match op {
-                DpOp::CreateFlow(_) => {}
+                DpOp::CreateFlow(spec) => {
+                    self.delete_flows(&deletes, &mut out);
+                    deletes.clear();
+                    creates.push(spec);
+                    continue;
+                }
+                DpOp::DeleteFlow(id) => {
+                    self.create_flows(&creates, &mut out);
+                    creates.clear();
+                    deletes.push(id);
+                    continue;
+                }
+                _ => {}
+            }
+            self.create_flows(&creates, &mut out);
+            creates.clear();
+            self.delete_flows(&deletes, &mut out);
+            deletes.clear();
+            match op {
+                DpOp::CreateFlow(_) | DpOp::DeleteFlow(_) => {}
                 DpOp::CreateVxlanVport { udp_port } => match self.create_vxlan(udp_port) {
                     Ok(v) => out.extend(port_added(&v)),
                     Err(error) => out.push(Feedback::VxlanFailed { udp_port, error }),
-                },
-                DpOp::DeleteFlow(id) => match self.ovs.flows(self.dp_ifindex).delete(&id) {
-                    Ok(()) | Err(OdpError::NotFound { .. }) => {}
-                    Err(e) => out.push(Feedback::Failed(ctx(describe(&id))(e))),
                 },
                 DpOp::FlushFlows => {
                     if let Err(e) = self.ovs.flows(self.dp_ifindex).flush() {
@@ -389,7 +436,8 @@ impl Executor {
                 },
             }
         }
-        self.create_flows(&batch, &mut out);
+        self.create_flows(&creates, &mut out);
+        self.delete_flows(&deletes, &mut out);
         out
     }
 
@@ -407,12 +455,5 @@ impl Executor {
             .flows(self.dp_ifindex)
             .dump()
             .map_err(ctx("dumping the flows"))
-    }
-}
-
-fn describe(id: &FlowId) -> &'static str {
-    match id {
-        FlowId::Key(_) => "deleting a flow by key",
-        FlowId::Ufid(_) => "deleting a flow by UFID",
     }
 }
