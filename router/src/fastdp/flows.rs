@@ -92,20 +92,30 @@ fn ipv4_prefix(key: &mut FlowKey, mask: &mut FlowKey, prefix: Ipv4Net) {
     }));
 }
 
-/// A megaflow: IPv4 frames entering on `in_port` whose destination lies in
-/// `prefix`, any MAC addresses.
+/// The Ethernet mask of proactive flows: only the group bit of the
+/// destination MAC is matched (to be 0), so broadcast and multicast frames
+/// (an IPv4 directed broadcast, say) stay on the reactive path, which
+/// floods them.
+pub const UNICAST_DST_MASK: EthernetKey = EthernetKey {
+    src: MacAddr([0; 6]),
+    dst: MacAddr([1, 0, 0, 0, 0, 0]),
+};
+
+/// A megaflow: IPv4 frames entering on `in_port` to a unicast MAC whose
+/// destination address lies in `prefix`.
 pub fn prefix_match(in_port: u32, prefix: Ipv4Net) -> (FlowKey, FlowKey) {
     let mut key = FlowKey::new().with(KeyAttr::InPort(in_port));
     let mut mask = FlowKey::new().with(KeyAttr::InPort(EXACT_PORT));
     key.push(KeyAttr::Ethernet(EthernetKey::default()));
-    mask.push(KeyAttr::Ethernet(EthernetKey::default()));
+    mask.push(KeyAttr::Ethernet(UNICAST_DST_MASK));
     ipv4_prefix(&mut key, &mut mask, prefix);
     (key, mask)
 }
 
-/// A megaflow: IPv4 frames arriving on VXLAN vport `in_port` with a tunnel
-/// id whose destination half is `dst_id_bits` (the source half, outer
-/// addresses, TTL and flags are ignored), destination in `prefix`.
+/// A megaflow: IPv4 frames to a unicast MAC arriving on VXLAN vport
+/// `in_port` with a tunnel id whose destination half is `dst_id_bits` (the
+/// source half, outer addresses, TTL and flags are ignored), destination
+/// in `prefix`.
 pub fn tunnel_prefix_match(in_port: u32, dst_id_bits: u64, prefix: Ipv4Net) -> (FlowKey, FlowKey) {
     let mut key = FlowKey::new().with(KeyAttr::InPort(in_port));
     let mut mask = FlowKey::new().with(KeyAttr::InPort(EXACT_PORT));
@@ -120,7 +130,7 @@ pub fn tunnel_prefix_match(in_port: u32, dst_id_bits: u64, prefix: Ipv4Net) -> (
         super::tunnel::DST_SHORT_ID_MASK,
     ))]));
     key.push(KeyAttr::Ethernet(EthernetKey::default()));
-    mask.push(KeyAttr::Ethernet(EthernetKey::default()));
+    mask.push(KeyAttr::Ethernet(UNICAST_DST_MASK));
     ipv4_prefix(&mut key, &mut mask, prefix);
     (key, mask)
 }

@@ -17,12 +17,12 @@
 //! # Flows
 //!
 //! - **Egress**, per local port L and remote prefix P owned by X:
-//!   `in_port(L), eth(any), eth_type(0x0800), ipv4(dst=P/len)` →
+//!   `in_port(L), eth(dst unicast), eth_type(0x0800), ipv4(dst=P/len)` →
 //!   `set(tunnel(id, src, dst, ttl 64, DF)), output(vxlan)`. Matching on
 //!   the input port keeps frames arriving from the tunnel (relayed traffic,
 //!   whose tunnel id must keep its source ShortID) out of these flows.
 //! - **Ingress**, per VXLAN vport V and local destination (P, q):
-//!   `in_port(V), tunnel(id & 0xfff000 = our ShortID << 12), eth(any),
+//!   `in_port(V), tunnel(id & 0xfff000 = our ShortID << 12), eth(dst unicast),
 //!   eth_type(0x0800), ipv4(dst=P/len)` → `output(q)`. Any source peer,
 //!   any outer address.
 //! - **Local**, per local port L ≠ q and local destination (P, q): the same
@@ -35,6 +35,10 @@
 //! Reactive flows match MAC pairs and agree with these as long as a MAC
 //! lives where its IPv4 address's owner is, which IPAM guarantees for
 //! addresses it hands out.
+//!
+//! Only frames to unicast MACs match (the mask tests the group bit of the
+//! destination MAC), so IPv4 broadcast and multicast are flooded by the
+//! reactive path as Weave floods them.
 //!
 //! ARP and other broadcasts stay on the reactive path: an ARP request is
 //! flooded to every host, and the broadcast megaflow Weave installs for

@@ -501,3 +501,16 @@ fn random_misses_only_produce_valid_flows() {
     }
     assert!(flows > 100, "only {flows} flows");
 }
+
+#[test]
+fn proactive_flows_leave_group_macs_alone() {
+    let (key, mask) = super::flows::prefix_match(1, "10.40.0.0/13".parse().unwrap());
+    let eth = |k: &FlowKey| k.ethernet().unwrap();
+    assert_eq!(eth(&mask).dst, MacAddr([1, 0, 0, 0, 0, 0]));
+    assert_eq!(eth(&mask).src, MacAddr([0; 6]));
+    // Masked, a broadcast destination differs from the key's; a unicast one
+    // does not.
+    let matches = |dst: MacAddr| dst.0[0] & eth(&mask).dst.0[0] == eth(&key).dst.0[0];
+    assert!(matches(MAC_B1));
+    assert!(!matches(BCAST));
+}
