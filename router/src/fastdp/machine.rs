@@ -405,11 +405,12 @@ impl Fastdp {
         for p in gone {
             self.macs.forget(Location::Peer(p));
         }
-        self.by_short = topology
-            .short_ids
-            .iter()
-            .map(|(name, id)| (*id, *name))
-            .collect();
+        // On a ShortID collision (until the higher name picks another) the
+        // lower name keeps the id, as mesh's lookup by ShortID does.
+        self.by_short = BTreeMap::new();
+        for (name, id) in &topology.short_ids {
+            self.by_short.entry(*id).or_insert(*name);
+        }
         self.topology = topology;
         self.invalidate();
     }

@@ -9,12 +9,14 @@
 //! - [`flows`]: flow keys and masks the kernel accepts;
 //! - [`proactive`]: flows computed from IPAM and routes, before traffic
 //!   (the design is explained there);
+//! - [`inputs`]: those inputs built from mesh and IPAM structures;
 //! - [`machine`]: the sans-IO state machine ([`machine::Fastdp`]);
 //! - [`executor`]: applies its datapath operations through the `odp` crate.
 
 pub mod executor;
 pub mod flows;
 pub mod forwarder;
+pub mod inputs;
 pub mod mac_table;
 pub mod machine;
 pub mod proactive;
