@@ -46,6 +46,12 @@
 //! ARP replies are unicast and get MAC-pair flows. Proactive ARP would need
 //! the target's MAC, which only the owning host knows.
 //!
+//! Frames delivered by ingress flows teach the receiver nothing about the
+//! sender's MAC. The reactive path still learns it: before two containers
+//! exchange IPv4 each resolves the other with ARP, whose requests and
+//! replies always reach userspace on a miss, and the periodic sweep keeps
+//! MACs alive while flows built on them carry traffic.
+//!
 //! Flows carry UFIDs whose top 64 bits are [`UFID_TAG`], so a flow dump
 //! tells proactive flows from reactive ones (the reactive sweep leaves
 //! them alone), even after a restart.
