@@ -209,7 +209,18 @@ fn capture_underlay(lab: &Lab, host: &Host, work: impl FnOnce() -> Result<()>) -
     let mut dump = host.spawn(
         "tcpdump",
         &[
-            "tcpdump", "-i", "eth0", "-U", "-s", "0", "-w", &file_s, "udp", "port", "6783",
+            "tcpdump",
+            "-i",
+            "eth0",
+            "--immediate-mode",
+            "-U",
+            "-s",
+            "0",
+            "-w",
+            &file_s,
+            "udp",
+            "port",
+            "6783",
         ],
     )?;
     wait_for(Duration::from_secs(10), "tcpdump to start", || {
@@ -504,8 +515,8 @@ fn netns_sleeve_replayed_datagram_is_dropped() -> Result<()> {
         }),
         &routers,
     )?;
-    // Record the sealed datagrams of a few 1000-byte pings as they leave.
-    let pcap = capture_underlay(&lab, lab.host(0), || {
+    // Record the sealed datagrams of a few 1000-byte pings as they arrive.
+    let pcap = capture_underlay(&lab, lab.host(1), || {
         a.run(&["ping", "-c3", "-i0.2", "-s", "1000", &b.ip])?;
         Ok(())
     })?;
@@ -515,7 +526,10 @@ fn netns_sleeve_replayed_datagram_is_dropped() -> Result<()> {
         .collect();
     let replay = from_a.last().with_context(|| {
         let sizes: Vec<usize> = udp_payloads(&pcap).iter().map(Vec::len).collect();
-        format!("no sealed ping datagram among {} bytes of capture: {sizes:?}", pcap.len())
+        format!(
+            "no sealed ping datagram among {} bytes of capture: {sizes:?}",
+            pcap.len()
+        )
     })?;
     // Replay it to router 1 from host 0 while container b watches for
     // echo requests.
@@ -526,6 +540,7 @@ fn netns_sleeve_replayed_datagram_is_dropped() -> Result<()> {
             "tcpdump",
             "-i",
             "eth0",
+            "--immediate-mode",
             "-n",
             "-l",
             "icmp[icmptype] = icmp-echo",

@@ -311,7 +311,10 @@ impl Dataplane {
             let n = match self.cap_batch.recv(self.sockets.capture.raw_fd()) {
                 Ok(n) => n,
                 Err(error) => {
+                    // A capture interface that went away keeps the socket
+                    // readable with an error: do not spin on it.
                     warn!(%error, "capture failed");
+                    std::thread::sleep(Duration::from_millis(100));
                     return;
                 }
             };
@@ -366,6 +369,33 @@ impl Dataplane {
             }
         }
     }
+}
+
+/// Most datagrams in one UDP GSO send (the kernel's limit).
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// How many datagrams from the start of `batch` can go as one UDP GSO
+/// send: same destination, same size (the last may be shorter), at most
+/// 64 of them and 64 KiB in all.
+fn gso_run(batch: &[&Outgoing]) -> usize {
+    let Some(first) = batch.first() else {
+        return 0;
+    };
+    let size = first.datagram.len();
+    let mut total = 0;
+    let mut n = 0;
+    for o in batch.iter().take(GSO_MAX_SEGMENTS) {
+        let len = o.datagram.len();
+        if o.to != first.to || len > size || len == 0 || total + len > 65000 {
+            break;
+        }
+        total += len;
+        n += 1;
+        if len < size {
+            break;
+        }
+    }
+    n
 }
 
 fn fmt_mac(mac: &Mac) -> String {
@@ -652,13 +682,36 @@ impl State {
                 if batch.is_empty() {
                     continue;
                 }
-                let items: Vec<(SocketAddrV4, &[u8])> = batch
-                    .iter()
-                    .map(|o| (o.to, o.datagram.as_slice()))
-                    .collect();
                 let socket = if df { &sockets.udp_df } else { &sockets.udp };
-                let (sent, errors) = socket.send(&items);
-                self.counters.datagrams_out += sent as u64;
+                let mut errors = Vec::new();
+                // DF datagrams are sized by the path MTU, so runs of equal
+                // size to one peer can go as one UDP GSO send; anything
+                // else, or a run the kernel refuses, goes datagram by
+                // datagram (which also tells which one was too big).
+                let mut singles: Vec<usize> = Vec::new();
+                let mut i = 0;
+                while i < batch.len() {
+                    let run = if df { gso_run(&batch[i..]) } else { 1 };
+                    if run >= 2 {
+                        self.send_singles(socket, &batch, &mut singles, &mut errors);
+                        let parts: Vec<&[u8]> = batch[i..i + run]
+                            .iter()
+                            .map(|o| o.datagram.as_slice())
+                            .collect();
+                        let size = batch[i].datagram.len();
+                        match socket.send_gso(batch[i].to, size, &parts) {
+                            Ok(()) => self.counters.datagrams_out += run as u64,
+                            Err(error) => {
+                                debug!(%error, "UDP GSO send refused; sending one by one");
+                                singles.extend(i..i + run);
+                            }
+                        }
+                    } else {
+                        singles.extend(i..i + run);
+                    }
+                    i += run;
+                }
+                self.send_singles(socket, &batch, &mut singles, &mut errors);
                 for (index, error) in errors {
                     let Some(o) = batch.get(index) else { continue };
                     if df && error.raw_os_error() == Some(libc::EMSGSIZE) {
@@ -676,6 +729,33 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Sends the datagrams of `batch` listed in `singles` (then clears
+    /// it), collecting failures by index into `batch`.
+    fn send_singles(
+        &mut self,
+        socket: &UdpSocket,
+        batch: &[&Outgoing],
+        singles: &mut Vec<usize>,
+        errors: &mut Vec<(usize, std::io::Error)>,
+    ) {
+        if singles.is_empty() {
+            return;
+        }
+        let items: Vec<(SocketAddrV4, &[u8])> = singles
+            .iter()
+            .filter_map(|i| batch.get(*i))
+            .map(|o| (o.to, o.datagram.as_slice()))
+            .collect();
+        let (sent, failed) = socket.send(&items);
+        self.counters.datagrams_out += sent as u64;
+        for (k, error) in failed {
+            if let Some(index) = singles.get(k) {
+                errors.push((*index, error));
+            }
+        }
+        singles.clear();
     }
 
     /// Seals what a connection has pending and carries out its actions.

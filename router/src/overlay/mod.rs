@@ -40,18 +40,20 @@
 //!   (the Bridge-mode MTU is 65535).
 //!
 //! Measured on this project's 2-core host (`netns_sleeve_throughput`,
-//! release router, iperf3 between containers on two hosts, a shared and
-//! busy machine, so roughly): 385 Mbit/s in the clear and 157 Mbit/s
-//! encrypted, against 9.2 Gbit/s for a direct veth pair between two
-//! namespaces (which moves 64 KiB GSO segments). A `perf` profile of the
-//! data-plane thread shows about 10 % of its samples in our code; the rest
-//! is the kernel path its syscalls drive synchronously (the bridge, veth
-//! and the receiving TCP stack behind each injection; UDP/IP, veth and the
-//! underlay bridge behind each send; segmentation on `vethwe-bridge`).
-//! The capture syscalls are a small share, so a ring would buy little;
-//! fewer, larger packets would: UDP GSO (`UDP_SEGMENT`) for runs of
-//! equal-sized datagrams to one peer and UDP GRO on receive are the next
-//! step for throughput.
+//! release router, iperf3 between containers on two hosts; the machine was
+//! shared with other builds and a VM, so take these as rough): 470–580
+//! Mbit/s in the clear and 270–330 Mbit/s encrypted, against 9–12 Gbit/s
+//! for a direct veth pair between two namespaces (which moves 64 KiB GSO
+//! segments). A `perf` profile of the data-plane thread shows about 10 % of
+//! its samples in our code; the rest is the kernel path its syscalls drive
+//! synchronously (the bridge, veth and the receiving TCP stack behind each
+//! injection; UDP/IP, veth and the underlay bridge behind each send;
+//! segmentation on `vethwe-bridge`). The capture syscalls are a small
+//! share, so a ring would buy little; fewer, larger packets do: runs of
+//! equal-sized DF datagrams to one peer leave as one UDP GSO send
+//! (`UDP_SEGMENT`; 10–25 % more here). UDP GRO on receive, and taking
+//! GSO frames from the capture with `PACKET_VNET_HDR` instead of having
+//! the kernel segment them, are the next steps.
 //!
 //! # Checksums and segmentation
 //!
