@@ -885,3 +885,38 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(to: u8, len: usize) -> Outgoing {
+        Outgoing {
+            peer: PeerName::from_u64(u64::from(to)),
+            df: true,
+            to: SocketAddrV4::new([10, 0, 0, to].into(), 6783),
+            datagram: vec![0; len],
+        }
+    }
+
+    #[test]
+    fn gso_runs_are_same_peer_same_size_with_a_shorter_tail() {
+        let batch = [out(1, 1400), out(1, 1400), out(1, 600), out(1, 1400)];
+        let refs: Vec<&Outgoing> = batch.iter().collect();
+        assert_eq!(gso_run(&refs), 3, "a shorter datagram ends the run");
+        assert_eq!(gso_run(&refs[3..]), 1);
+        assert_eq!(gso_run(&[]), 0);
+        let batch = [out(1, 1000), out(2, 1000), out(1, 1200)];
+        let refs: Vec<&Outgoing> = batch.iter().collect();
+        assert_eq!(gso_run(&refs), 1, "another peer ends the run");
+        let batch = [out(1, 600), out(1, 1400)];
+        let refs: Vec<&Outgoing> = batch.iter().collect();
+        assert_eq!(gso_run(&refs), 1, "a longer datagram cannot follow");
+        let many: Vec<Outgoing> = (0..100).map(|_| out(1, 1400)).collect();
+        let refs: Vec<&Outgoing> = many.iter().collect();
+        assert_eq!(gso_run(&refs), 46, "at most 64 KiB");
+        let small: Vec<Outgoing> = (0..100).map(|_| out(1, 100)).collect();
+        let refs: Vec<&Outgoing> = small.iter().collect();
+        assert_eq!(gso_run(&refs), GSO_MAX_SEGMENTS);
+    }
+}

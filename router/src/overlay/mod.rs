@@ -81,6 +81,11 @@
 //! Weave used a raw socket per remote address for the DF stream; this
 //! needs no raw sockets and no UDP header of our own.
 //!
+//! Sends are batched: `sendmmsg` per flush, and runs of equal-sized DF
+//! datagrams to one peer (a bulk TCP stream) as one UDP GSO send; the
+//! kernel cuts them into ordinary datagrams, so receivers (Weave's
+//! included) see nothing different.
+//!
 //! # Overlays negotiated
 //!
 //! The `Overlays` feature is `sleeve`. A peer offering `fastdp sleeve`
