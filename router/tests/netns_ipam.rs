@@ -86,7 +86,10 @@ fn netns_ipam_concurrent_allocations_are_unique_and_survive_kill_9() -> Result<(
         "/status/ipam:\n{ranges}"
     );
     // The CIDR view: our share as aligned prefixes, one megaflow each.
-    ensure!(ranges.contains("owned prefixes: 10."), "/status/ipam:\n{ranges}");
+    ensure!(
+        ranges.contains("owned prefixes: 10."),
+        "/status/ipam:\n{ranges}"
+    );
 
     // kill -9 router 1 and start it again: every address it gave is kept.
     routers[1].kill()?;

@@ -347,7 +347,13 @@ fn vm_stage(tools: &VmTools, targets: &Targets, memory: &str) -> Result<Counts> 
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if message["reason"] == "compiler-artifact" {
+        // Only the test harnesses: building a package's tests also builds
+        // its binaries (for CARGO_BIN_EXE_*), which are artifacts too.
+        let is_test = message["profile"]["test"] == true
+            && message["target"]["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|kind| kind == "test"));
+        if message["reason"] == "compiler-artifact" && is_test {
             if let Some(executable) = message["executable"].as_str() {
                 binaries.push(executable.to_string());
             }
