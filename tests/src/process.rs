@@ -130,7 +130,9 @@ impl Command {
     }
 
     /// Starts the command in the background with stdout and stderr going to
-    /// `log` (created or truncated).
+    /// `log` (created or truncated). With a namespace, it returns only once
+    /// the process is inside it, so that deleting the namespace (which kills
+    /// what runs there) cannot miss a process still on its way in.
     pub fn spawn(&self, log: impl AsRef<Path>) -> Result<Process> {
         let log = log.as_ref().to_path_buf();
         let file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -141,11 +143,15 @@ impl Command {
             .stderr(file)
             .spawn()
             .with_context(|| format!("starting `{}`", self.display()))?;
-        Ok(Process {
+        let mut process = Process {
             child,
             description: self.display(),
             log,
-        })
+        };
+        if let Some(ns) = &self.netns {
+            process.wait_until_in_netns(ns)?;
+        }
+        Ok(process)
     }
 }
 
@@ -178,6 +184,30 @@ impl Process {
         std::fs::read(&self.log)
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .unwrap_or_default()
+    }
+
+    /// Waits until the process runs in network namespace `ns` (or exits).
+    fn wait_until_in_netns(&mut self, ns: &str) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let target = std::fs::metadata(Path::new("/run/netns").join(ns))
+            .with_context(|| format!("namespace {ns}"))?
+            .ino();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let here = std::fs::metadata(format!("/proc/{}/ns/net", self.child.id()))
+                .map(|m| m.ino())
+                .ok();
+            if here == Some(target) || self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "`{}` did not enter namespace {ns} within 5 s",
+                    self.description
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Its exit status if it has exited.

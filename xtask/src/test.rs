@@ -285,6 +285,10 @@ fn cargo(args: &[&str], count: bool) -> Result<Counts> {
     }
     let status = child.wait()?;
     if !status.success() {
+        if count && counts.failed > 0 {
+            // The counts say what failed; the summary shows them.
+            return Ok(counts);
+        }
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
     Ok(counts)
@@ -301,10 +305,16 @@ fn test_args<'a>(base: &[&'a str], targets: &'a [String]) -> Vec<&'a str> {
 
 fn unit(targets: &Targets) -> Result<Counts> {
     let mut counts = cargo(
-        &test_args(&["test", "--workspace", "--lib", "--bins"], &targets.other),
+        &test_args(
+            &["test", "--workspace", "--no-fail-fast", "--lib", "--bins"],
+            &targets.other,
+        ),
         true,
     )?;
-    counts.add(cargo(&["test", "--workspace", "--doc"], true)?);
+    counts.add(cargo(
+        &["test", "--workspace", "--no-fail-fast", "--doc"],
+        true,
+    )?);
     Ok(counts)
 }
 
@@ -315,7 +325,10 @@ fn netns(targets: &Targets) -> Result<Counts> {
     if !crate::shell::is_root() {
         bail!("host-namespace tests need root");
     }
-    cargo(&test_args(&["test", "--workspace"], &targets.netns), true)
+    cargo(
+        &test_args(&["test", "--workspace", "--no-fail-fast"], &targets.netns),
+        true,
+    )
 }
 
 /// Builds the `vm_*` test binaries on the host and runs them all in one VM.
