@@ -113,6 +113,32 @@ impl Command {
         })
     }
 
+    /// Runs the command to completion with `input` on its standard input,
+    /// whatever its exit status.
+    pub fn output_with_input(&self, input: &[u8]) -> Result<Output> {
+        use std::io::Write;
+        let mut child = self
+            .std_command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting `{}`", self.display()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A program may exit without reading its input: that is its
+            // answer, not our error.
+            let _ = stdin.write_all(input);
+        }
+        let out = child
+            .wait_with_output()
+            .with_context(|| format!("waiting for `{}`", self.display()))?;
+        Ok(Output {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
     /// Runs the command to completion and fails unless it exits 0; the
     /// error carries the command line, its status and what it printed.
     pub fn run(&self) -> Result<Output> {

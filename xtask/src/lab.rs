@@ -1,15 +1,147 @@
 //! `cargo xtask lab`: the local multi-node lab.
+//!
+//! It builds `weave-router`, the CNI plugins and `weave-lab` (in
+//! `tests/src/bin`), then runs `weave-lab`, which does the work: hosts as
+//! network namespaces, a router on each, pods through CNI, a status
+//! summary and a ping table. Sleeve mode runs on this machine. Fastdp mode
+//! needs the kernel's openvswitch module: it runs here when the kernel has
+//! it, and otherwise in the VM of `cargo xtask vm`.
 
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
-/// Says that the lab does not exist yet, and exits non-zero so that no
-/// script mistakes it for a running lab.
-pub fn run() -> Result<ExitCode> {
-    eprintln!(
-        "cargo xtask lab: the multi-node lab needs the router's data plane, which is not \
-         built yet (see the fastdp issue). Run `cargo xtask test` to test what exists."
-    );
-    Ok(ExitCode::from(2))
+use crate::setup;
+use crate::vm::{self, VmArgs};
+
+/// The data plane of the lab's routers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The kernel Open vSwitch datapath with VXLAN.
+    Fastdp,
+    /// The userspace overlay (Bridge mode).
+    Sleeve,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Fastdp => "fastdp",
+            Mode::Sleeve => "sleeve",
+        }
+    }
+}
+
+/// Options of `cargo xtask lab`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LabArgs {
+    /// Number of hosts.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u8,
+    /// Data plane: fastdp (in the VM unless this kernel has openvswitch)
+    /// or sleeve (on this machine).
+    #[arg(long, value_enum, default_value_t = Mode::Fastdp)]
+    pub mode: Mode,
+    /// Pods per host.
+    #[arg(long, default_value_t = 2)]
+    pub pods: u8,
+    /// Leave the lab up until Ctrl-C, with instructions to enter a node
+    /// (not possible in the VM).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// `cargo xtask lab`.
+pub fn run(args: &LabArgs) -> Result<ExitCode> {
+    let status = run_once(args)?;
+    Ok(ExitCode::from(
+        u8::try_from(status.clamp(0, 255)).unwrap_or(1),
+    ))
+}
+
+/// Builds what the lab needs and runs it once; returns its exit status.
+pub fn run_once(args: &LabArgs) -> Result<i32> {
+    let in_vm = args.mode == Mode::Fastdp && !host_has_openvswitch();
+    if in_vm && args.keep {
+        bail!(
+            "--keep: this kernel has no openvswitch module, so the fastdp lab runs in a VM \
+             that ends with the run; use --mode sleeve to keep a lab on this machine"
+        );
+    }
+    let bin = build()?;
+    let mut argv: Vec<String> = vec![
+        bin.join("weave-lab").to_string_lossy().into_owned(),
+        "--nodes".into(),
+        args.nodes.to_string(),
+        "--mode".into(),
+        args.mode.name().into(),
+        "--pods".into(),
+        args.pods.to_string(),
+        "--router".into(),
+        bin.join("weave-router").to_string_lossy().into_owned(),
+        "--cni-dir".into(),
+        bin.to_string_lossy().into_owned(),
+    ];
+    if args.keep {
+        argv.push("--keep".into());
+    }
+    if in_vm {
+        println!(
+            "==> this kernel has no openvswitch module: running the fastdp lab in the VM \
+             (QEMU without KVM: slow to boot)"
+        );
+        let tools = setup::vm()?;
+        let outcome = vm::run(
+            &tools,
+            &VmArgs {
+                cpus: 2,
+                memory: "3G".into(),
+                timeout: 900,
+                keep: false,
+                command: argv,
+            },
+        )?;
+        return Ok(outcome.status);
+    }
+    let status = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(if args.keep {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .status()
+        .with_context(|| format!("starting {}", argv[0]))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// Whether this kernel has the openvswitch datapath loaded (or built in).
+fn host_has_openvswitch() -> bool {
+    Path::new("/sys/module/openvswitch").exists()
+}
+
+/// Builds the router, the plugins and the lab program; returns the
+/// directory holding them.
+fn build() -> Result<PathBuf> {
+    println!("==> building weave-router, weave-net, weave-ipam and weave-lab");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--package",
+            "weave-router",
+            "--package",
+            "weave-cni",
+            "--package",
+            "weave-tests",
+            "--bins",
+        ])
+        .current_dir(crate::workspace_root())
+        .stdin(Stdio::null())
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    Ok(crate::target_dir().join("debug"))
 }

@@ -6,7 +6,8 @@
 //!   Debian's stock kernel, with the openvswitch datapath loaded.
 //! - `cargo xtask fuzz [TARGET…] [--seconds N]`: longer fuzz runs.
 //! - `cargo xtask setup`: only the installation step of `test`.
-//! - `cargo xtask lab`: the local multi-node lab (arrives with the data plane).
+//! - `cargo xtask lab [--nodes N] [--mode fastdp|sleeve] [--pods N] [--keep]`:
+//!   the local multi-node lab: routers, pods through CNI, a ping table.
 
 mod fuzz;
 mod lab;
@@ -38,8 +39,8 @@ enum Command {
     Fuzz(fuzz::FuzzArgs),
     /// Install what the tests and the VM need (idempotent).
     Setup,
-    /// Start the local multi-node lab.
-    Lab,
+    /// Run the local multi-node lab: routers, pods through CNI, a ping table.
+    Lab(lab::LabArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
         Command::Vm(args) => vm::run_cli(&args),
         Command::Fuzz(args) => fuzz::run_cli(&args),
         Command::Setup => setup::all().map(|_| ExitCode::SUCCESS),
-        Command::Lab => lab::run(),
+        Command::Lab(args) => lab::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -24,7 +24,7 @@ use crate::vm::{self, VmArgs};
 /// Options of `cargo xtask test`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TestArgs {
-    /// Run only these stages (setup, fmt, clippy, unit, fuzz, netns, vm); repeatable.
+    /// Run only these stages (setup, fmt, clippy, unit, fuzz, netns, vm, lab); repeatable.
     #[arg(long = "stage", value_name = "STAGE")]
     pub stages: Vec<String>,
     /// Do not install anything (assume the prerequisites are there).
@@ -39,7 +39,9 @@ pub struct TestArgs {
 }
 
 /// The stages, in the order they run.
-const STAGES: &[&str] = &["setup", "fmt", "clippy", "unit", "fuzz", "netns", "vm"];
+const STAGES: &[&str] = &[
+    "setup", "fmt", "clippy", "unit", "fuzz", "netns", "vm", "lab",
+];
 
 /// Test counts parsed from libtest's `test result:` lines.
 #[derive(Debug, Default, Clone, Copy)]
@@ -148,6 +150,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
                     .and_then(|tools| vm_stage(&tools, &targets, &args.vm_memory))
                     .map(Some)
             }
+            "lab" => lab_stage().map(Some),
             _ => unreachable!("stage names are checked above"),
         };
         results.push(StageResult {
@@ -329,6 +332,33 @@ fn netns(targets: &Targets) -> Result<Counts> {
         &test_args(&["test", "--workspace", "--no-fail-fast"], &targets.netns),
         true,
     )
+}
+
+/// Runs `cargo xtask lab` once in each mode (sleeve on this machine,
+/// fastdp in the VM unless this kernel has openvswitch); each run that
+/// ends with every pod reaching every other counts as one passed test.
+fn lab_stage() -> Result<Counts> {
+    let mut counts = Counts::default();
+    for mode in [crate::lab::Mode::Sleeve, crate::lab::Mode::Fastdp] {
+        let args = crate::lab::LabArgs {
+            nodes: 3,
+            mode,
+            pods: 2,
+            keep: false,
+        };
+        match crate::lab::run_once(&args) {
+            Ok(0) => counts.passed += 1,
+            Ok(status) => {
+                eprintln!("lab ({mode:?}) exited with status {status}");
+                counts.failed += 1;
+            }
+            Err(error) => {
+                eprintln!("lab ({mode:?}) could not run: {error:#}");
+                counts.failed += 1;
+            }
+        }
+    }
+    Ok(counts)
 }
 
 /// Builds the `vm_*` test binaries on the host and runs them all in one VM.
