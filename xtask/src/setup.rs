@@ -23,6 +23,8 @@ const HOST_PACKAGES: &[&str] = &[
     "tcpdump",
     "iperf3",
     "procps",
+    "containernetworking-plugins",
+    "vagrant",
 ];
 
 /// Debian packages the VM and the tests inside it use.
