@@ -2,6 +2,21 @@
 //! encryption flag and key exchange, the features exchange, then tagged
 //! messages with heartbeats and a read deadline. Bytes in, bytes out; the
 //! caller owns the socket and the clock.
+//!
+//! Both protocol versions are spoken; the highest one both headers allow
+//! wins. They differ only between the header and the first tagged message
+//! and in how messages are delimited:
+//!
+//! - Version 2: an encryption flag byte (and a 32-byte public key when it
+//!   is 1), then length-prefixed frames; the first frame is the features
+//!   map, already sealed on an encrypted link.
+//! - Version 1: no flag byte. Each side's features map is the first value
+//!   of a gob stream and travels in the clear; an encrypting side adds its
+//!   public key to it as 64 hex digits under `PublicKey`. Only `ConnID`,
+//!   `Name`, `NickName`, `PeerNameFlavour` and `UID` are sent and kept
+//!   (so no `ShortID`, `Trusted` or `Overlays`). Every later message is a
+//!   gob `[]byte` value, sealed inside when the link is encrypted. A wrong
+//!   password therefore shows on the first message after the intro.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +27,7 @@ use super::crypto::{
 use super::identity::{
     PEER_NAME_FLAVOUR, PeerName, PeerNameError, PeerUid, ShortId, parse_go_bool,
 };
-use super::wire::{self, FrameReader, HEADER_LEN, ProtocolTag, WireError};
+use super::wire::{self, FrameReader, GobMessage, HEADER_LEN, ProtocolTag, WireError};
 
 /// How long the protocol header exchange may take.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,6 +37,18 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A connection that receives nothing for this long is dropped.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The features a version-1 connection carries (in the clear); all others
+/// are dropped on sending and on receipt.
+pub const V1_FEATURES: [&str; 5] = ["ConnID", "Name", "NickName", "PeerNameFlavour", "UID"];
+
+/// The feature that carries the public key on an encrypted version-1
+/// connection.
+pub const V1_PUBLIC_KEY_FEATURE: &str = "PublicKey";
+
+/// Bound on the type definitions we buffer before a version-1 features
+/// value (a Go peer sends one of about twenty bytes).
+const V1_MAX_TYPE_DEFINITIONS: usize = 64 * 1024;
 
 /// Why a connection failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +80,10 @@ pub enum ConnError {
     /// The features message did not decode.
     #[error("bad features message: {0}")]
     Features(String),
+    /// A version-1 peer's gob stream carried a value of a type we do not
+    /// expect there.
+    #[error("unexpected gob value of type id {0} on a version-1 connection")]
+    UnexpectedGobType(i64),
     /// A required feature is missing.
     #[error("field {0} is missing")]
     MissingFeature(&'static str),
@@ -94,8 +125,23 @@ pub struct ConnectionParams {
     pub max_version: u8,
     /// The password, if the mesh is encrypted, with our key pair for it.
     pub crypto: Option<(Vec<u8>, KeyPair)>,
-    /// Our encoded features map, sent as the first framed message.
+    /// Our encoded features map, sent as the first framed message of a
+    /// version-2 connection.
     pub features: Vec<u8>,
+    /// Our features map as such: a version-1 connection sends its
+    /// [`V1_FEATURES`] part (plus `PublicKey`) gob-encoded, whatever codec
+    /// encoded `features`.
+    pub features_v1: Features,
+}
+
+/// The peer's features as the intro delivered them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteFeatures {
+    /// Version 2: the first framed message, in the router's codec.
+    Encoded(Vec<u8>),
+    /// Version 1: decoded from the peer's gob stream and cut down to
+    /// [`V1_FEATURES`].
+    Decoded(Features),
 }
 
 /// Something the connection produced for its owner.
@@ -104,8 +150,8 @@ pub enum ConnEvent {
     /// The intro finished: the peer's encoded features map, the version,
     /// and the session key when the link is encrypted.
     Ready {
-        /// The peer's features, still encoded.
-        features: Vec<u8>,
+        /// The peer's features.
+        features: RemoteFeatures,
         /// The negotiated protocol version.
         version: u8,
         /// The session key (for an overlay that wants it).
@@ -128,6 +174,7 @@ enum State {
     AwaitFlag,
     AwaitKey,
     AwaitFeatures,
+    AwaitFeaturesV1,
     Ready,
     Failed,
 }
@@ -141,6 +188,11 @@ pub struct Connection {
     version: u8,
     crypto: Option<(Vec<u8>, KeyPair)>,
     features: Vec<u8>,
+    features_v1: Features,
+    /// Version 1: gob type definitions received before the features value.
+    v1_type_defs: Vec<u8>,
+    /// Whether a tagged message arrived since the intro.
+    received_message: bool,
     reader: FrameReader,
     out: Vec<u8>,
     tx: Option<CryptoStream>,
@@ -162,6 +214,9 @@ impl Connection {
             version: 0,
             crypto: params.crypto,
             features: params.features,
+            features_v1: params.features_v1,
+            v1_type_defs: Vec::new(),
+            received_message: false,
             reader: FrameReader::new(),
             out: Vec::new(),
             tx: None,
@@ -226,13 +281,18 @@ impl Connection {
                         Ok(v) => v,
                         Err(e) => return self.fail(e.into()),
                     };
-                    if version != 2 {
+                    if version != 1 && version != 2 {
                         return self.fail(ConnError::UnsupportedVersion(version));
                     }
                     self.version = version;
                     // After the header the deadline becomes the normal
                     // read deadline (two heartbeat intervals).
                     self.read_deadline = now + READ_TIMEOUT;
+                    if version == 1 {
+                        self.send_features_v1();
+                        self.state = State::AwaitFeaturesV1;
+                        continue;
+                    }
                     match &self.crypto {
                         None => self.out.push(0),
                         Some((_, kp)) => {
@@ -289,21 +349,90 @@ impl Connection {
                     self.read_deadline = now + READ_TIMEOUT;
                     self.next_heartbeat = Some(now + HEARTBEAT_INTERVAL);
                     events.push(ConnEvent::Ready {
-                        features,
+                        features: RemoteFeatures::Encoded(features),
+                        version: self.version,
+                        session_key: self.session_key.clone(),
+                    });
+                }
+                State::AwaitFeaturesV1 => {
+                    let msg = match self.reader.next_gob_message() {
+                        Ok(Some(m)) => m,
+                        Ok(None) => break,
+                        Err(e) => return self.fail(e.into()),
+                    };
+                    let features = match wire::parse_gob_message(&msg) {
+                        Err(e) => return self.fail(e.into()),
+                        Ok(GobMessage::TypeDefinition(_)) => {
+                            if self.v1_type_defs.len() + msg.len() > V1_MAX_TYPE_DEFINITIONS {
+                                return self.fail(ConnError::Features(
+                                    "too many gob type definitions before the features".into(),
+                                ));
+                            }
+                            self.v1_type_defs
+                                .extend(wire::gob_message_with_length(&msg));
+                            continue;
+                        }
+                        Ok(GobMessage::Bytes(_)) => {
+                            return self
+                                .fail(ConnError::UnexpectedGobType(wire::GOB_BYTES_TYPE_ID));
+                        }
+                        Ok(GobMessage::Value(_)) => {
+                            let mut stream = std::mem::take(&mut self.v1_type_defs);
+                            stream.extend(wire::gob_message_with_length(&msg));
+                            match weave_gob::weave::mesh::decode_features(&stream) {
+                                Ok(f) => f,
+                                Err(e) => return self.fail(ConnError::Features(e.to_string())),
+                            }
+                        }
+                    };
+                    if let Err(e) = self.start_v1_crypto(&features) {
+                        return self.fail(e);
+                    }
+                    self.state = State::Ready;
+                    self.read_deadline = now + READ_TIMEOUT;
+                    self.next_heartbeat = Some(now + HEARTBEAT_INTERVAL);
+                    events.push(ConnEvent::Ready {
+                        features: RemoteFeatures::Decoded(v1_subset(&features)),
                         version: self.version,
                         session_key: self.session_key.clone(),
                     });
                 }
                 State::Ready => {
-                    let frame = match self.reader.next_frame() {
-                        Ok(Some(f)) => f,
-                        Ok(None) => break,
-                        Err(e) => return self.fail(e.into()),
+                    let body = if self.version == 1 {
+                        let msg = match self.reader.next_gob_message() {
+                            Ok(Some(m)) => m,
+                            Ok(None) => break,
+                            Err(e) => return self.fail(e.into()),
+                        };
+                        match wire::parse_gob_message(&msg) {
+                            Ok(GobMessage::Bytes(b)) => b,
+                            // Only the features map's type is ever defined;
+                            // a stray definition is harmless.
+                            Ok(GobMessage::TypeDefinition(_)) => continue,
+                            Ok(GobMessage::Value(id)) => {
+                                return self.fail(ConnError::UnexpectedGobType(id));
+                            }
+                            Err(e) => return self.fail(e.into()),
+                        }
+                    } else {
+                        match self.reader.next_frame() {
+                            Ok(Some(f)) => f,
+                            Ok(None) => break,
+                            Err(e) => return self.fail(e.into()),
+                        }
                     };
+                    let first = !self.received_message;
+                    self.received_message = true;
                     let msg = match &mut self.rx {
-                        None => frame,
-                        Some(rx) => match rx.open(&frame) {
+                        None => body,
+                        Some(rx) => match rx.open(&body) {
                             Ok(m) => m,
+                            // On version 1 the features travel in the
+                            // clear, so a password mismatch first shows
+                            // here.
+                            Err(_) if first && self.version == 1 => {
+                                return self.fail(ConnError::PasswordMismatch);
+                            }
                             Err(e) => return self.fail(e.into()),
                         },
                     };
@@ -330,17 +459,62 @@ impl Connection {
         self.send_frame(&features)
     }
 
+    /// Version 1: our features (the version-1 part, plus our public key
+    /// when encrypting) open our gob stream, in the clear.
+    fn send_features_v1(&mut self) {
+        let mut features = v1_subset(&self.features_v1);
+        if let Some((_, kp)) = &self.crypto {
+            features.insert(V1_PUBLIC_KEY_FEATURE.into(), to_hex(&kp.public()));
+        }
+        self.out
+            .extend(weave_gob::weave::mesh::encode_features(&features));
+    }
+
+    /// Version 1: checks the peer's `PublicKey` against our own encryption
+    /// setting and derives the session key.
+    fn start_v1_crypto(&mut self, features: &Features) -> Result<(), ConnError> {
+        let remote = features.get(V1_PUBLIC_KEY_FEATURE);
+        let Some((password, kp)) = &self.crypto else {
+            return match remote {
+                Some(_) => Err(ConnError::ExpectedNoCrypto),
+                None => Ok(()),
+            };
+        };
+        let Some(hex) = remote else {
+            return Err(ConnError::ExpectedCrypto);
+        };
+        let key: [u8; PUBLIC_KEY_LEN] =
+            from_hex(hex)
+                .and_then(|k| k.try_into().ok())
+                .ok_or_else(|| ConnError::BadFeature {
+                    key: V1_PUBLIC_KEY_FEATURE,
+                    value: hex.clone(),
+                })?;
+        let sk = form_session_key(kp, &key, password);
+        self.tx = Some(CryptoStream::new(&sk, self.outbound));
+        self.rx = Some(CryptoStream::new(&sk, !self.outbound));
+        self.session_key = Some(sk);
+        Ok(())
+    }
+
     fn send_frame(&mut self, msg: &[u8]) -> Result<(), ConnError> {
+        let sealed;
         let body = match &mut self.tx {
-            None => wire::encode_frame(msg)?,
+            None => msg,
             Some(tx) => {
                 if msg.len() + super::crypto::SECRETBOX_OVERHEAD > wire::MAX_TCP_MSG_SIZE {
                     return Err(WireError::OutgoingTooLarge(msg.len()).into());
                 }
-                wire::encode_frame(&tx.seal(msg))?
+                sealed = tx.seal(msg);
+                &sealed
             }
         };
-        self.out.extend_from_slice(&body);
+        let framed = if self.version == 1 {
+            wire::encode_v1_message(body)?
+        } else {
+            wire::encode_frame(body)?
+        };
+        self.out.extend_from_slice(&framed);
         Ok(())
     }
 
@@ -389,6 +563,38 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// The part of a features map a version-1 connection carries.
+pub fn v1_subset(features: &Features) -> Features {
+    V1_FEATURES
+        .iter()
+        .filter_map(|k| features.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+        .collect()
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| match pair {
+            [hi, lo] => Some(digit(*hi)? << 4 | digit(*lo)?),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What the peer told us about itself in its features map.
@@ -508,6 +714,7 @@ pub fn fuzz_connection(data: &[u8]) {
                 max_version: 2,
                 crypto,
                 features: Vec::new(),
+                features_v1: Features::new(),
             },
             now,
         );
@@ -532,7 +739,17 @@ mod tests {
             max_version: 2,
             crypto: password.map(|p| (p.to_vec(), KeyPair::from_secret_bytes([seed; 32]))),
             features: format!("features-{seed}").into_bytes(),
+            features_v1: Features::from([
+                ("Name".to_string(), format!("00:00:00:00:00:0{seed}")),
+                ("ShortID".to_string(), "7".to_string()),
+            ]),
         }
+    }
+
+    fn v1_params(outbound: bool, password: Option<&[u8]>, seed: u8) -> ConnectionParams {
+        let mut p = params(outbound, password, seed);
+        p.max_version = 1;
+        p
     }
 
     /// Shuttles bytes between two connections until both are quiet.
@@ -589,7 +806,7 @@ mod tests {
             ev,
             vec![
                 ConnEvent::Ready {
-                    features: b"theirs".to_vec(),
+                    features: RemoteFeatures::Encoded(b"theirs".to_vec()),
                     version: 2,
                     session_key: None
                 },
@@ -626,7 +843,7 @@ mod tests {
         else {
             panic!("{ea:?}")
         };
-        assert_eq!(features, b"features-2");
+        assert_eq!(features, &RemoteFeatures::Encoded(b"features-2".to_vec()));
         let ConnEvent::Ready {
             features: fb2,
             session_key: kb,
@@ -635,7 +852,7 @@ mod tests {
         else {
             panic!("{eb:?}")
         };
-        assert_eq!(fb2, b"features-1");
+        assert_eq!(fb2, &RemoteFeatures::Encoded(b"features-1".to_vec()));
         assert_eq!(session_key, kb);
         assert!(a.is_encrypted() && b.is_encrypted());
         a.send(ProtocolTag::Gossip, b"hello").unwrap();
@@ -674,14 +891,194 @@ mod tests {
         assert_eq!(fb, Some(ConnError::ExpectedNoCrypto));
     }
 
+    /// A Go encoder's opening of a version-1 stream whose features map is
+    /// `{"Name": "x"}` (type definition, then the value), as printed by Go
+    /// 1.19's encoding/gob.
+    const GO_V1_FEATURES: &[u8] = &[
+        0x0e, 0xff, 0x81, 0x04, 0x01, 0x02, 0xff, 0x82, 0x00, 0x01, 0x0c, 0x01, 0x0c, 0x00, 0x00,
+        0x0b, 0xff, 0x82, 0x00, 0x01, 0x04, b'N', b'a', b'm', b'e', 0x01, b'x',
+    ];
+
     #[test]
-    fn version_one_only_peer_is_refused() {
+    fn version_one_intro_bytes_both_ways() {
         let now = Instant::now();
         let mut a = Connection::new(params(true, None, 1), now);
+        assert_eq!(a.take_output(), b"weave\x01\x02");
+        // The peer offers only version 1: no flag byte, our features go
+        // out at once as a gob stream, version-1 fields only.
+        assert!(a.receive(b"weave\x01\x01", now).unwrap().is_empty());
+        assert_eq!(a.version(), 1);
+        let ours = a.take_output();
+        let expect = weave_gob::weave::mesh::encode_features(&Features::from([(
+            "Name".to_string(),
+            "00:00:00:00:00:01".to_string(),
+        )]));
+        assert_eq!(ours, expect, "ShortID is not sent on version 1");
+        // Its exact bytes: Go's map[string]string definition (id 65), then
+        // the value.
+        assert_eq!(&ours[..15], &GO_V1_FEATURES[..15]);
+        assert_eq!(ours[15], 0x1b);
+        // The peer's features (from Go), then two messages and a stray
+        // type definition, as gob []byte values.
+        let mut reply = GO_V1_FEATURES.to_vec();
+        reply.extend(wire::encode_v1_message(&[4, 9, 9]).unwrap());
+        reply.extend_from_slice(&[0x03, 0xff, 0x83, 0x00]);
+        reply.extend(wire::encode_v1_message(&[0]).unwrap());
+        let ev = a.receive(&reply, now).unwrap();
         assert_eq!(
-            a.receive(b"weave\x01\x01", now),
-            Err(ConnError::UnsupportedVersion(1))
+            ev,
+            vec![
+                ConnEvent::Ready {
+                    features: RemoteFeatures::Decoded(Features::from([(
+                        "Name".to_string(),
+                        "x".to_string()
+                    )])),
+                    version: 1,
+                    session_key: None
+                },
+                ConnEvent::Message {
+                    tag: ProtocolTag::Gossip,
+                    payload: vec![9, 9]
+                },
+                ConnEvent::Message {
+                    tag: ProtocolTag::Heartbeat,
+                    payload: vec![]
+                },
+            ]
         );
+        a.send(ProtocolTag::GossipUnicast, b"x").unwrap();
+        assert_eq!(a.take_output(), [0x05, 0x0a, 0x00, 0x02, 5, b'x']);
+        // A value of another type where a message belongs is refused.
+        assert_eq!(
+            a.receive(&[0x03, 0x0c, 0x00, 0x00], now),
+            Err(ConnError::UnexpectedGobType(6))
+        );
+    }
+
+    #[test]
+    fn version_one_features_are_filtered_on_receipt() {
+        let now = Instant::now();
+        let mut a = Connection::new(params(false, None, 1), now);
+        a.receive(b"weave\x01\x01", now).unwrap();
+        let theirs = Features::from([
+            ("Name".to_string(), "00:00:00:00:00:09".to_string()),
+            ("UID".to_string(), "5".to_string()),
+            ("Overlays".to_string(), "sleeve".to_string()),
+            ("Trusted".to_string(), "true".to_string()),
+        ]);
+        let ev = a
+            .receive(&weave_gob::weave::mesh::encode_features(&theirs), now)
+            .unwrap();
+        let ConnEvent::Ready { features, .. } = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            features,
+            &RemoteFeatures::Decoded(Features::from([
+                ("Name".to_string(), "00:00:00:00:00:09".to_string()),
+                ("UID".to_string(), "5".to_string()),
+            ]))
+        );
+    }
+
+    #[test]
+    fn version_one_between_two_of_ours_plain_and_encrypted() {
+        let now = Instant::now();
+        for pw in [None, Some(&b"pw"[..])] {
+            // One side may speak only version 1; both settle on it.
+            let mut a = Connection::new(v1_params(true, pw, 1), now);
+            let mut b = Connection::new(params(false, pw, 2), now);
+            let (ea, eb, fa, fb) = pump(&mut a, &mut b, now);
+            assert_eq!((fa, fb), (None, None));
+            let (
+                ConnEvent::Ready {
+                    version: va,
+                    session_key: ka,
+                    ..
+                },
+                ConnEvent::Ready {
+                    version: vb,
+                    session_key: kb,
+                    ..
+                },
+            ) = (&ea[0], &eb[0])
+            else {
+                panic!("{ea:?} {eb:?}")
+            };
+            assert_eq!((*va, *vb), (1, 1));
+            assert_eq!(ka, kb);
+            assert_eq!(ka.is_some(), pw.is_some());
+            assert_eq!(a.is_encrypted(), pw.is_some());
+            a.send(ProtocolTag::Gossip, b"hello").unwrap();
+            b.send(ProtocolTag::GossipBroadcast, b"back").unwrap();
+            b.send(ProtocolTag::Heartbeat, b"").unwrap();
+            let (ea, eb, fa, fb) = pump(&mut a, &mut b, now);
+            assert_eq!((fa, fb), (None, None));
+            assert_eq!(
+                eb,
+                vec![ConnEvent::Message {
+                    tag: ProtocolTag::Gossip,
+                    payload: b"hello".to_vec()
+                }]
+            );
+            assert_eq!(ea.len(), 2);
+        }
+    }
+
+    #[test]
+    fn version_one_encrypted_features_carry_the_public_key_in_the_clear() {
+        let now = Instant::now();
+        let mut a = Connection::new(params(true, Some(b"pw"), 1), now);
+        a.take_output();
+        a.receive(b"weave\x01\x01", now).unwrap();
+        let sent = weave_gob::weave::mesh::decode_features(&a.take_output()).unwrap();
+        let public = KeyPair::from_secret_bytes([1; 32]).public();
+        assert_eq!(sent[V1_PUBLIC_KEY_FEATURE], to_hex(&public));
+        assert_eq!(sent[V1_PUBLIC_KEY_FEATURE].len(), 64);
+        assert_eq!(
+            from_hex(&sent[V1_PUBLIC_KEY_FEATURE]),
+            Some(public.to_vec())
+        );
+        assert_eq!(from_hex("0g"), None);
+        assert_eq!(from_hex("abc"), None);
+        // A peer key that is not 32 bytes of hex is refused.
+        let mut bad = Features::new();
+        bad.insert(V1_PUBLIC_KEY_FEATURE.into(), "abcd".into());
+        assert!(matches!(
+            a.receive(&weave_gob::weave::mesh::encode_features(&bad), now),
+            Err(ConnError::BadFeature {
+                key: "PublicKey",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn version_one_crypto_mismatch_and_wrong_password() {
+        let now = Instant::now();
+        let mut a = Connection::new(v1_params(true, Some(b"pw"), 1), now);
+        let mut b = Connection::new(v1_params(false, None, 2), now);
+        let (_, _, fa, fb) = pump(&mut a, &mut b, now);
+        assert_eq!(fa, Some(ConnError::ExpectedCrypto));
+        assert_eq!(fb, Some(ConnError::ExpectedNoCrypto));
+        // Different passwords: the intro succeeds (features are in the
+        // clear), the first message fails on both sides with a clear error.
+        let mut a = Connection::new(v1_params(true, Some(b"right"), 1), now);
+        let mut b = Connection::new(v1_params(false, Some(b"wrong"), 2), now);
+        let (ea, eb, fa, fb) = pump(&mut a, &mut b, now);
+        assert_eq!((fa, fb), (None, None));
+        assert!(matches!(ea[0], ConnEvent::Ready { .. }));
+        assert!(matches!(eb[0], ConnEvent::Ready { .. }));
+        a.send(ProtocolTag::Gossip, b"x").unwrap();
+        b.send(ProtocolTag::Gossip, b"y").unwrap();
+        let (_, _, fa, fb) = pump(&mut a, &mut b, now);
+        assert_eq!(fa, Some(ConnError::PasswordMismatch));
+        assert_eq!(fb, Some(ConnError::PasswordMismatch));
+    }
+
+    #[test]
+    fn version_negotiation_limits() {
+        let now = Instant::now();
         let mut p = params(true, None, 1);
         p.min_version = 2;
         let mut a = Connection::new(p, now);
@@ -781,6 +1178,9 @@ mod tests {
             let mut data: Vec<u8> = b"weave\x01\x02".to_vec();
             if i % 3 == 0 {
                 data.clear();
+            } else if i % 5 == 0 {
+                data = b"weave\x01\x01".to_vec();
+                data.extend_from_slice(GO_V1_FEATURES);
             }
             data.push((i % 3) as u8);
             for _ in 0..(i % 80) {

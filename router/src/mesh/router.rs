@@ -17,7 +17,8 @@ use rand::rngs::StdRng;
 
 use super::codec::{CodecError, Features, GossipEnvelope, MeshCodec};
 use super::connection::{
-    ConnError, ConnEvent, Connection, ConnectionParams, make_features, parse_features,
+    ConnError, ConnEvent, Connection, ConnectionParams, RemoteFeatures, make_features,
+    parse_features,
 };
 use super::connection_maker::{
     ConnectionMaker, DirectPeer, OurConnection, TargetStatus, Termination,
@@ -27,7 +28,7 @@ use super::gossip::{GossipData, GossipError, Gossiper, SurrogateGossiper};
 use super::identity::{PeerName, PeerUid, ShortId};
 use super::peers::{Peer, PeerConnection, Peers, PeersChanges};
 use super::routes::Routes;
-use super::wire::{PROTOCOL_MAX_VERSION, ProtocolTag};
+use super::wire::{PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, ProtocolTag};
 
 /// The name of the channel that carries topology.
 pub const TOPOLOGY_CHANNEL: &str = "topology";
@@ -60,9 +61,13 @@ pub struct MeshConfig {
     pub password: Option<Vec<u8>>,
     /// Connection limit (`--conn-limit`); 0 for none.
     pub conn_limit: usize,
-    /// Lowest protocol version we accept (version 1 is not implemented, so
-    /// the default is 2; Weave peers all speak 2).
+    /// Lowest protocol version we accept (`--min-protocol-version`; 1 by
+    /// default, as in Weave). Peers offering only version 1 are then spoken
+    /// to in version 1.
     pub min_version: u8,
+    /// Highest protocol version we offer (2, the highest we speak; lower it
+    /// only to stand in for an old peer, as tests do).
+    pub max_version: u8,
     /// Whether to dial peers we learn about (`--no-discovery` clears it).
     pub peer_discovery: bool,
     /// Peers in these subnets are trusted: no session key for the overlay
@@ -94,7 +99,8 @@ impl MeshConfig {
             port: DEFAULT_PORT,
             password: None,
             conn_limit: DEFAULT_CONN_LIMIT,
-            min_version: 2,
+            min_version: PROTOCOL_MIN_VERSION,
+            max_version: PROTOCOL_MAX_VERSION,
             peer_discovery: true,
             trusted_subnets: Vec::new(),
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
@@ -269,6 +275,8 @@ pub struct ConnectionStatus {
     pub remote: Option<(PeerName, String)>,
     /// Whether messages on it are encrypted and the link is untrusted.
     pub encrypted: bool,
+    /// The protocol version the connection speaks (0 for targets).
+    pub protocol_version: u8,
 }
 
 /// A peer in the status output.
@@ -511,7 +519,7 @@ impl MeshRouter {
             .password
             .clone()
             .map(|p| (p, KeyPair::generate(&mut self.rng)));
-        let (features, encode_err) = match self.codec.encode_features(&features) {
+        let (encoded, encode_err) = match self.codec.encode_features(&features) {
             Ok(f) => (f, None),
             Err(e) => (Vec::new(), Some(e)),
         };
@@ -519,9 +527,10 @@ impl MeshRouter {
             ConnectionParams {
                 outbound,
                 min_version: self.config.min_version,
-                max_version: PROTOCOL_MAX_VERSION,
+                max_version: self.config.max_version,
                 crypto,
-                features,
+                features: encoded,
+                features_v1: features,
             },
             now,
         );
@@ -748,6 +757,7 @@ impl MeshRouter {
                     remote,
                     encrypted: self.config.password.is_some()
                         && (!lc.trust_remote || !lc.trusted_by_remote),
+                    protocol_version: lc.conn.version(),
                 }
             })
             .collect();
@@ -762,6 +772,7 @@ impl MeshRouter {
                     info: t.info,
                     remote: None,
                     encrypted: false,
+                    protocol_version: 0,
                 }),
         );
         MeshStatus {
@@ -769,7 +780,7 @@ impl MeshRouter {
             nickname: self.config.nickname.clone(),
             port: self.config.port,
             protocol_min_version: self.config.min_version,
-            protocol_max_version: PROTOCOL_MAX_VERSION,
+            protocol_max_version: self.config.max_version,
             encryption: self.config.password.is_some(),
             peer_discovery: self.config.peer_discovery,
             peers: self
@@ -882,7 +893,7 @@ impl MeshRouter {
                 features,
                 session_key,
                 version,
-            } => self.on_ready(handle, &features, session_key, version, now),
+            } => self.on_ready(handle, features, session_key, version, now),
             ConnEvent::Message { tag, payload } => match tag {
                 ProtocolTag::Heartbeat => Ok(()),
                 ProtocolTag::Gossip | ProtocolTag::GossipUnicast | ProtocolTag::GossipBroadcast => {
@@ -908,12 +919,15 @@ impl MeshRouter {
     fn on_ready(
         &mut self,
         handle: ConnHandle,
-        features: &[u8],
+        features: RemoteFeatures,
         session_key: Option<SessionKey>,
         version: u8,
         now: Instant,
     ) -> Result<(), CloseReason> {
-        let features = self.codec.decode_features(features)?;
+        let features = match features {
+            RemoteFeatures::Encoded(bytes) => self.codec.decode_features(&bytes)?,
+            RemoteFeatures::Decoded(f) => f,
+        };
         let intro = parse_features(features)?;
         let me = self.peers.ourself().clone();
         let Some(lc) = self.conns.get_mut(&handle) else {
@@ -1505,6 +1519,84 @@ mod tests {
                 .collect();
             fuzz_router_messages(&data);
         }
+    }
+
+    /// A peer that offers only protocol version 1 (as a Weave router run
+    /// with a maximum of 1 would): the router answers in version 1, with
+    /// the version-1 features in a gob stream and its messages as gob
+    /// `[]byte` values.
+    #[test]
+    fn version_one_peer_is_spoken_to_in_version_one() {
+        use super::super::codec::GobCodec;
+        use super::super::connection::V1_FEATURES;
+        use super::super::wire::{self, FrameReader, GobMessage};
+        use rand::SeedableRng;
+        let now = Instant::now();
+        let cfg = MeshConfig::new(PeerName::from_u64(1), "me");
+        let mut r = MeshRouter::new(cfg, Box::new(GobCodec), StdRng::seed_from_u64(1), now);
+        let h = r.connection_opened("10.0.0.2:40000".parse().unwrap(), false, now);
+        let mut theirs = make_features(
+            PeerName::from_u64(2),
+            "two",
+            ShortId::new(2),
+            PeerUid(22),
+            9,
+            false,
+            &Features::new(),
+        );
+        theirs.retain(|k, _| V1_FEATURES.contains(&k.as_str()));
+        let mut bytes = wire::header(1, 1).to_vec();
+        bytes.extend(weave_gob::weave::mesh::encode_features(&theirs));
+        r.receive(h, &bytes, now);
+        let mut sent = Vec::new();
+        let mut added = None;
+        while let Some(o) = r.poll_output() {
+            match o {
+                Output::Transmit { conn, bytes } if conn == h => sent.extend(bytes),
+                Output::ConnectionAdded { features, .. } => added = Some(features),
+                Output::Close { reason, .. } => panic!("closed: {reason}"),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            added,
+            Some(theirs),
+            "peer added with its version-1 features"
+        );
+        let st = r.status(now);
+        assert_eq!(st.connections[0].protocol_version, 1);
+        assert_eq!((st.protocol_min_version, st.protocol_max_version), (1, 2));
+        // What went out: our header, our features as a gob stream (type
+        // definition and value), then gossip as gob []byte values.
+        assert_eq!(&sent[..wire::HEADER_LEN], b"weave\x01\x02");
+        let mut rd = FrameReader::new();
+        rd.push(&sent[wire::HEADER_LEN..]);
+        let mut intro = Vec::new();
+        for _ in 0..2 {
+            let m = rd.next_gob_message().unwrap().unwrap();
+            intro.extend(wire::gob_message_with_length(&m));
+        }
+        let ours = weave_gob::weave::mesh::decode_features(&intro).unwrap();
+        let keys: Vec<&str> = ours.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["ConnID", "Name", "NickName", "PeerNameFlavour", "UID"]
+        );
+        assert_eq!(ours["Name"], "00:00:00:00:00:01");
+        let m = rd.next_gob_message().unwrap().unwrap();
+        let GobMessage::Bytes(msg) = wire::parse_gob_message(&m).unwrap() else {
+            panic!("not a []byte value")
+        };
+        assert_eq!(msg.first(), Some(&ProtocolTag::Gossip.byte()));
+        let env = GobCodec.decode_envelope(&msg[1..], false).unwrap();
+        assert_eq!(env.channel, TOPOLOGY_CHANNEL);
+        // A heartbeat in version-1 framing keeps the connection up.
+        let heartbeat = [ProtocolTag::Heartbeat.byte()];
+        r.receive(h, &wire::encode_v1_message(&heartbeat).unwrap(), now);
+        while let Some(o) = r.poll_output() {
+            assert!(!matches!(o, Output::Close { .. }), "{o:?}");
+        }
+        assert_eq!(r.peers().len(), 2);
     }
 
     #[test]

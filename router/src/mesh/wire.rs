@@ -1,5 +1,14 @@
 //! Byte-level pieces of a mesh TCP connection: the protocol header, the
-//! version-2 length-prefixed framing and the message tags.
+//! version-2 length-prefixed framing, the version-1 gob stream framing and
+//! the message tags.
+//!
+//! Version 1 has no framing of its own: after the header each side runs
+//! one Go `encoding/gob` stream. Its first value is the features map (never
+//! encrypted); every later value is a `[]byte` holding one message (sealed
+//! when the link is encrypted). A gob stream is a sequence of messages, each
+//! a gob unsigned length followed by a signed type id and the value; a
+//! negative id introduces a type definition. `[]byte` is one of gob's
+//! predeclared types, so its messages need no definition.
 
 /// The protocol identification that opens every connection.
 pub const PROTOCOL: &[u8; 5] = b"weave";
@@ -15,6 +24,14 @@ pub const HEADER_LEN: usize = PROTOCOL.len() + 2;
 
 /// The largest message (after encryption) a version-2 frame may carry.
 pub const MAX_TCP_MSG_SIZE: usize = 10 * 1024 * 1024;
+
+/// Gob's predeclared type id of `[]byte`.
+pub const GOB_BYTES_TYPE_ID: i64 = 5;
+
+/// The largest gob message we accept on a version-1 stream: a maximal
+/// message plus room for gob's own few header bytes. (Go itself has a much
+/// higher limit there; ours keeps memory bounded like version 2.)
+pub const MAX_V1_GOB_MSG_SIZE: usize = MAX_TCP_MSG_SIZE + 64;
 
 /// Errors in the protocol header or the framing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +59,13 @@ pub enum WireError {
     /// A message to send is larger than [`MAX_TCP_MSG_SIZE`] bytes.
     #[error("outgoing message exceeds maximum size: {0} > {MAX_TCP_MSG_SIZE}")]
     OutgoingTooLarge(usize),
+    /// A version-1 gob message announces more than [`MAX_V1_GOB_MSG_SIZE`]
+    /// bytes.
+    #[error("incoming gob message exceeds maximum size: {0} > {MAX_V1_GOB_MSG_SIZE}")]
+    GobTooLarge(u64),
+    /// A version-1 gob message is malformed or of an unexpected type.
+    #[error("bad gob message on a version-1 connection: {0}")]
+    BadGob(String),
 }
 
 /// The seven header bytes we send: `weave`, then our min and max version.
@@ -149,6 +173,75 @@ pub fn encode_frame(msg: &[u8]) -> Result<Vec<u8>, WireError> {
     Ok(out)
 }
 
+/// Wraps one message as a version-1 gob value: the gob `[]byte` a Go
+/// encoder writes for it (length, type id 5, the zero field delta of a
+/// non-struct value, then the byte string).
+pub fn encode_v1_message(msg: &[u8]) -> Result<Vec<u8>, WireError> {
+    if msg.len() > MAX_TCP_MSG_SIZE {
+        return Err(WireError::OutgoingTooLarge(msg.len()));
+    }
+    let mut body = Vec::with_capacity(msg.len() + 12);
+    weave_gob::wire::put_int(&mut body, GOB_BYTES_TYPE_ID);
+    weave_gob::wire::put_uint(&mut body, 0);
+    weave_gob::wire::put_bytes(&mut body, msg);
+    let mut out = Vec::with_capacity(body.len() + 9);
+    weave_gob::wire::put_uint(&mut out, body.len() as u64);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// What one gob message on a version-1 stream holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GobMessage {
+    /// A type definition (negative id); version-1 senders only define the
+    /// features map's type.
+    TypeDefinition(i64),
+    /// A `[]byte` value: one connection message.
+    Bytes(Vec<u8>),
+    /// A value of some other type (the features map, at the start).
+    Value(i64),
+}
+
+fn gob_err(e: weave_gob::DecodeError) -> WireError {
+    WireError::BadGob(e.to_string())
+}
+
+/// Classifies one gob message body (without its length) and extracts the
+/// bytes of a `[]byte` value.
+pub fn parse_gob_message(body: &[u8]) -> Result<GobMessage, WireError> {
+    let mut r = weave_gob::wire::Reader::new(body);
+    let id = r.int("type id").map_err(gob_err)?;
+    if id < 0 {
+        return Ok(GobMessage::TypeDefinition(id));
+    }
+    if id != GOB_BYTES_TYPE_ID {
+        return Ok(GobMessage::Value(id));
+    }
+    let delta = r.uint("field delta").map_err(gob_err)?;
+    if delta != 0 {
+        return Err(WireError::BadGob(format!(
+            "non-zero field delta {delta} in a []byte value"
+        )));
+    }
+    let bytes = r.bytes("[]byte value").map_err(gob_err)?.to_vec();
+    if !r.is_empty() {
+        return Err(WireError::BadGob(format!(
+            "{} bytes after a []byte value",
+            r.remaining()
+        )));
+    }
+    Ok(GobMessage::Bytes(bytes))
+}
+
+/// Prefixes a gob message body with its gob length again (to hand whole
+/// messages to a gob decoder).
+pub fn gob_message_with_length(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 9);
+    weave_gob::wire::put_uint(&mut out, body.len() as u64);
+    out.extend_from_slice(body);
+    out
+}
+
 /// Splits a byte stream into version-2 frames. Bytes go in with
 /// [`FrameReader::push`]; whole frames come out of [`FrameReader::next_frame`].
 #[derive(Debug, Default)]
@@ -217,6 +310,41 @@ impl FrameReader {
         self.consume(4 + len_usize);
         Ok(Some(body))
     }
+
+    /// The next complete version-1 gob message's body (after its gob
+    /// length), `Ok(None)` if more bytes are needed.
+    pub fn next_gob_message(&mut self) -> Result<Option<Vec<u8>>, WireError> {
+        let avail = self.pending();
+        let Some(&first) = avail.first() else {
+            return Ok(None);
+        };
+        let (len, prefix) = if first < 0x80 {
+            (u64::from(first), 1usize)
+        } else {
+            let n = usize::from(first.wrapping_neg());
+            if n > 8 {
+                return Err(WireError::BadGob(format!("bad length byte {first:#04x}")));
+            }
+            let Some(digits) = avail.get(1..1 + n) else {
+                return Ok(None);
+            };
+            let len = digits.iter().fold(0u64, |a, &d| (a << 8) | u64::from(d));
+            (len, 1 + n)
+        };
+        if len > MAX_V1_GOB_MSG_SIZE as u64 {
+            return Err(WireError::GobTooLarge(len));
+        }
+        if len == 0 {
+            return Err(WireError::BadGob("empty message".into()));
+        }
+        let len = len as usize;
+        let Some(body) = avail.get(prefix..prefix + len) else {
+            return Ok(None);
+        };
+        let body = body.to_vec();
+        self.consume(prefix + len);
+        Ok(Some(body))
+    }
 }
 
 /// Fuzz entry point: feeds arbitrary bytes to the frame reader in two
@@ -229,6 +357,11 @@ pub fn fuzz_frames(data: &[u8]) {
     while let Ok(Some(_)) = r.next_frame() {}
     r.push(b);
     while let Ok(Some(_)) = r.next_frame() {}
+    let mut g = FrameReader::new();
+    g.push(data);
+    while let Ok(Some(m)) = g.next_gob_message() {
+        let _ = parse_gob_message(&m);
+    }
     if let Some(h) = data.get(..HEADER_LEN) {
         let mut arr = [0u8; HEADER_LEN];
         arr.copy_from_slice(h);
@@ -293,6 +426,84 @@ mod tests {
             encode_frame(&vec![0; MAX_TCP_MSG_SIZE + 1]),
             Err(WireError::OutgoingTooLarge(_))
         ));
+    }
+
+    /// Bytes printed by Go 1.19's encoding/gob for `Encode([]byte("hi"))`,
+    /// `Encode([]byte{})` and the first bytes of `Encode(make([]byte, 200))`
+    /// on an encoder (a throwaway program of ours, not kept).
+    #[test]
+    fn v1_messages_match_go_gob() {
+        assert_eq!(
+            encode_v1_message(b"hi").unwrap(),
+            [0x05, 0x0a, 0x00, 0x02, b'h', b'i']
+        );
+        assert_eq!(encode_v1_message(b"").unwrap(), [0x03, 0x0a, 0x00, 0x00]);
+        let big = encode_v1_message(&[0u8; 200]).unwrap();
+        assert_eq!(big.len(), 206);
+        assert_eq!(big[..8], [0xff, 0xcc, 0x0a, 0x00, 0xff, 0xc8, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn v1_messages_split_and_parse_in_pieces() {
+        let mut stream = Vec::new();
+        // A Go map[string]string type definition then a value, as a Go
+        // encoder opens a version-1 stream (features {"Name": "x"}).
+        let go_map: &[u8] = &[
+            0x0e, 0xff, 0x81, 0x04, 0x01, 0x02, 0xff, 0x82, 0x00, 0x01, 0x0c, 0x01, 0x0c, 0x00,
+            0x00, 0x0b, 0xff, 0x82, 0x00, 0x01, 0x04, b'N', b'a', b'm', b'e', 0x01, b'x',
+        ];
+        stream.extend_from_slice(go_map);
+        for n in [0usize, 3, 300] {
+            stream.extend(encode_v1_message(&vec![7u8; n]).unwrap());
+        }
+        let mut r = FrameReader::new();
+        let mut got = Vec::new();
+        for byte in &stream {
+            r.push(std::slice::from_ref(byte));
+            while let Some(m) = r.next_gob_message().unwrap() {
+                got.push(parse_gob_message(&m).unwrap());
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                GobMessage::TypeDefinition(-65),
+                GobMessage::Value(65),
+                GobMessage::Bytes(vec![]),
+                GobMessage::Bytes(vec![7; 3]),
+                GobMessage::Bytes(vec![7; 300]),
+            ]
+        );
+        assert!(r.pending().is_empty());
+    }
+
+    #[test]
+    fn bad_v1_messages_are_refused() {
+        let mut r = FrameReader::new();
+        r.push(&[0xf7]);
+        assert!(matches!(r.next_gob_message(), Err(WireError::BadGob(_))));
+        let mut r = FrameReader::new();
+        r.push(&[0xfc, 0x7f, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            r.next_gob_message(),
+            Err(WireError::GobTooLarge(0x7fff_ffff))
+        );
+        let mut r = FrameReader::new();
+        r.push(&[0x00]);
+        assert!(matches!(r.next_gob_message(), Err(WireError::BadGob(_))));
+        assert!(matches!(
+            parse_gob_message(&[0x0a, 0x02, 0x00]),
+            Err(WireError::BadGob(_))
+        ));
+        assert!(matches!(
+            parse_gob_message(&[0x0a, 0x00, 0x05, 1]),
+            Err(WireError::BadGob(_))
+        ));
+        assert!(matches!(
+            parse_gob_message(&[0x0a, 0x00, 0x01, 1, 2]),
+            Err(WireError::BadGob(_))
+        ));
+        assert_eq!(parse_gob_message(&[0x0c, 0x00]), Ok(GobMessage::Value(6)));
     }
 
     #[test]
