@@ -24,6 +24,7 @@
 //! # anyhow::Ok(())
 //! ```
 
+pub mod cni;
 mod lab;
 mod netns;
 mod process;

@@ -11,13 +11,14 @@
 //! module, so `cargo xtask lab` runs it inside the VM when the host kernel
 //! lacks it; in `sleeve` mode it runs anywhere.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use serde_json::Value;
+use weave_tests::cni::{Attachment, netns_path};
 use weave_tests::{Host, Lab, Process, wait_for};
 
 /// The data plane the routers run.
@@ -280,53 +281,22 @@ fn net_config() -> Value {
     })
 }
 
-fn cni(
-    host: &Host,
-    args: &Args,
-    command: &str,
-    pod_name: &str,
-    container_id: &str,
-    netns: &str,
-    config: &Value,
-) -> Result<weave_tests::Output> {
-    let plugin = args.cni_dir.join("weave-net");
-    let input = serde_json::to_vec(config)?;
-    host.cmd(&plugin.to_string_lossy())
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container_id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", args.cni_dir.to_string_lossy())
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=lab;K8S_POD_NAME={pod_name}"),
-        )
-        .output_with_input(&input)
+fn attachment(host: &Host, args: &Args, container_id: &str, netns: &str) -> Attachment {
+    Attachment {
+        plugin: args.cni_dir.join("weave-net"),
+        cni_path: args.cni_dir.to_string_lossy().into_owned(),
+        container_id: container_id.to_string(),
+        netns: netns_path(netns),
+        ifname: "eth0".into(),
+        host_netns: Some(host.netns().to_string()),
+    }
 }
 
 fn add_pod(lab: &Lab, host: &Host, index: u8, args: &Args) -> Result<Pod> {
     let name = format!("n{}p{index}", host.index());
     let netns = lab.add_netns(&name)?;
     let container_id = format!("weave-lab-{}-{name}", std::process::id());
-    let out = cni(
-        host,
-        args,
-        "ADD",
-        &name,
-        &container_id,
-        &netns_path(&netns),
-        &net_config(),
-    )?;
-    if !out.status.success() {
-        bail!(
-            "CNI ADD of {name} failed ({}): {}{}",
-            out.status,
-            out.stdout,
-            out.stderr
-        );
-    }
-    let result: Value = serde_json::from_str(&out.stdout)
-        .with_context(|| format!("CNI ADD of {name} printed no JSON result: {}", out.stdout))?;
+    let result = attachment(host, args, &container_id, &netns).call("ADD", &net_config())?;
     let address = result["ips"][0]["address"]
         .as_str()
         .with_context(|| format!("CNI ADD of {name}: no ips in {result}"))?
@@ -345,26 +315,8 @@ fn del_pod(lab: &Lab, pod: &Pod, args: &Args) -> Result<()> {
     let host = lab.host(pod.node);
     let mut config = net_config();
     config["prevResult"] = pod.add_result.clone();
-    let out = cni(
-        host,
-        args,
-        "DEL",
-        &pod.name,
-        &pod.container_id,
-        &netns_path(&pod.netns),
-        &config,
-    )?;
-    if !out.status.success() {
-        bail!("exit {}: {}{}", out.status, out.stdout, out.stderr);
-    }
+    attachment(host, args, &pod.container_id, &pod.netns).call("DEL", &config)?;
     Ok(())
-}
-
-fn netns_path(name: &str) -> String {
-    Path::new("/run/netns")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// The address without its prefix length.
