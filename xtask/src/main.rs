@@ -6,9 +6,11 @@
 //!   Debian's stock kernel, with the openvswitch datapath loaded.
 //! - `cargo xtask fuzz [TARGET…] [--seconds N]`: longer fuzz runs.
 //! - `cargo xtask setup`: only the installation step of `test`.
+//! - `cargo xtask bench <what>`: benchmarks (see `bench.rs`).
 //! - `cargo xtask lab [--nodes N] [--mode fastdp|sleeve] [--pods N] [--keep]`:
 //!   the local multi-node lab: routers, pods through CNI, a ping table.
 
+mod bench;
 mod fuzz;
 mod lab;
 mod setup;
@@ -39,6 +41,8 @@ enum Command {
     Fuzz(fuzz::FuzzArgs),
     /// Install what the tests and the VM need (idempotent).
     Setup,
+    /// Run a benchmark (not a test): numbers and ratios to a baseline.
+    Bench(bench::BenchArgs),
     /// Run the local multi-node lab: routers, pods through CNI, a ping table.
     Lab(lab::LabArgs),
 }
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Command::Fuzz(args) => fuzz::run_cli(&args),
         Command::Setup => setup::all().map(|_| ExitCode::SUCCESS),
         Command::Lab(args) => lab::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,
