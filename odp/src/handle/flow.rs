@@ -1,6 +1,8 @@
-//! Flow create, modify, lookup, delete, flush, dump and batched create.
+//! Flow create, modify, lookup, delete, flush, dump, and batched create and
+//! delete.
 
 use super::Ovs;
+use crate::transport::pending::Outcome;
 use crate::transport::{Error, Request};
 use crate::wire::action::Action;
 use crate::wire::flow::{FlowAttr, FlowInfo, FlowMessage, Ufid, UfidFlags, attr};
@@ -76,7 +78,7 @@ impl FlowSpec {
         })
     }
 
-    fn message(&self, cmd: ObjCmd, dp_ifindex: i32) -> FlowMessage {
+    pub(super) fn message(&self, cmd: ObjCmd, dp_ifindex: i32) -> FlowMessage {
         let mut attrs = Vec::with_capacity(4);
         if let Some(u) = &self.ufid {
             attrs.push(FlowAttr::Ufid(u.clone()));
@@ -91,7 +93,7 @@ impl FlowSpec {
 }
 
 /// A flow NEW request (`NLM_F_CREATE | NLM_F_EXCL`) borrowing its spec.
-struct FlowPut<'a> {
+pub(super) struct FlowPut<'a> {
     family: u16,
     dp_ifindex: i32,
     spec: &'a FlowSpec,
@@ -128,11 +130,97 @@ pub enum FlowId {
 }
 
 impl FlowId {
-    fn attrs(&self) -> Vec<FlowAttr> {
+    pub(super) fn attrs(&self) -> Vec<FlowAttr> {
         match self {
             FlowId::Key(k) => vec![FlowAttr::Key(k.clone())],
             FlowId::Ufid(u) => vec![FlowAttr::Ufid(u.clone())],
         }
+    }
+}
+
+/// A batch of flow creations after validation: the requests to send and
+/// where each outcome goes (shared by the sync and async handles).
+pub(super) struct CreateBatch<'a> {
+    /// The requests for the flows that passed validation.
+    pub reqs: Vec<FlowPut<'a>>,
+    idx: Vec<usize>,
+    out: Vec<Option<Result<(), Error>>>,
+}
+
+impl<'a> CreateBatch<'a> {
+    /// Validates every spec; the failures get their outcome now.
+    pub fn new(family: u16, dp_ifindex: i32, specs: &'a [FlowSpec]) -> Self {
+        let mut b = CreateBatch {
+            reqs: Vec::with_capacity(specs.len()),
+            idx: Vec::with_capacity(specs.len()),
+            out: Vec::with_capacity(specs.len()),
+        };
+        for (i, spec) in specs.iter().enumerate() {
+            match spec.validate() {
+                Ok(()) => {
+                    b.reqs.push(FlowPut {
+                        family,
+                        dp_ifindex,
+                        spec,
+                    });
+                    b.idx.push(i);
+                    b.out.push(None);
+                }
+                Err(e) => b.out.push(Some(Err(e))),
+            }
+        }
+        b
+    }
+
+    /// Merges the kernel's outcomes (one per request, in order).
+    pub fn finish(self, results: Vec<Outcome>) -> Vec<Result<(), Error>> {
+        let mut out = self.out;
+        for (i, r) in self.idx.into_iter().zip(results) {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(r.map(drop));
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or(Err(Error::Protocol("missing outcome"))))
+            .collect()
+    }
+}
+
+/// Request builders shared by the sync and async handles.
+pub(super) mod msg {
+    use super::*;
+
+    /// GET of one flow.
+    pub fn get(dp: i32, id: &FlowId) -> FlowMessage {
+        FlowMessage::new(ObjCmd::Get, dp, id.attrs())
+    }
+
+    /// DEL of one flow.
+    pub fn delete(dp: i32, id: &FlowId) -> FlowMessage {
+        FlowMessage::new(ObjCmd::Del, dp, id.attrs())
+    }
+
+    /// DEL without key or UFID: the whole table.
+    pub fn flush(dp: i32) -> FlowMessage {
+        FlowMessage::new(ObjCmd::Del, dp, vec![])
+    }
+
+    /// The dump request, terse when `flags` asks for it.
+    pub fn dump(dp: i32, flags: UfidFlags) -> FlowMessage {
+        let attrs = if flags.0 == 0 {
+            vec![]
+        } else {
+            vec![FlowAttr::UfidFlags(flags)]
+        };
+        FlowMessage::new(ObjCmd::Get, dp, attrs)
+    }
+
+    /// The one reply of a GET.
+    pub fn one(replies: Vec<FlowMessage>) -> Result<FlowInfo, Error> {
+        let m = replies
+            .first()
+            .ok_or(Error::Protocol("flow GET without a reply"))?;
+        Ok(FlowInfo::from_message(m))
     }
 }
 
@@ -160,34 +248,9 @@ impl FlowHandle<'_> {
     /// limits allow. Flows that fail validation are not sent. Returns one
     /// outcome per flow, in order.
     pub fn create_batch(&mut self, specs: &[FlowSpec]) -> Result<Vec<Result<(), Error>>, Error> {
-        let family = self.ovs.flow;
-        let mut out: Vec<Option<Result<(), Error>>> = Vec::with_capacity(specs.len());
-        let mut reqs = Vec::with_capacity(specs.len());
-        let mut idx = Vec::with_capacity(specs.len());
-        for (i, s) in specs.iter().enumerate() {
-            match s.validate() {
-                Ok(()) => {
-                    reqs.push(FlowPut {
-                        family,
-                        dp_ifindex: self.dp_ifindex,
-                        spec: s,
-                    });
-                    idx.push(i);
-                    out.push(None);
-                }
-                Err(e) => out.push(Some(Err(e))),
-            }
-        }
-        let results = self.ovs.conn.transact(&reqs)?;
-        for (i, r) in idx.into_iter().zip(results) {
-            if let Some(slot) = out.get_mut(i) {
-                *slot = Some(r.map(drop));
-            }
-        }
-        Ok(out
-            .into_iter()
-            .map(|o| o.unwrap_or(Err(Error::Protocol("missing outcome"))))
-            .collect())
+        let batch = CreateBatch::new(self.ovs.fam.flow, self.dp_ifindex, specs);
+        let results = self.ovs.conn.transact(&batch.reqs)?;
+        Ok(batch.finish(results))
     }
 
     /// Replaces an existing flow's actions (SET). A missing flow is
@@ -199,26 +262,33 @@ impl FlowHandle<'_> {
             .map(drop)
     }
 
-    /// Fetches one flow with its statistics.
+    /// Fetches one flow with its statistics and last-used time.
     pub fn get(&mut self, id: &FlowId) -> Result<FlowInfo, Error> {
-        let msg = FlowMessage::new(ObjCmd::Get, self.dp_ifindex, id.attrs());
-        let replies = self.ovs.call(&msg, 0)?;
-        let m = replies
-            .first()
-            .ok_or(Error::Protocol("flow GET without a reply"))?;
-        Ok(FlowInfo::from_message(m))
+        msg::one(self.ovs.call(&msg::get(self.dp_ifindex, id), 0)?)
     }
 
     /// Deletes one flow.
     pub fn delete(&mut self, id: &FlowId) -> Result<(), Error> {
-        let msg = FlowMessage::new(ObjCmd::Del, self.dp_ifindex, id.attrs());
-        self.ovs.call(&msg, 0).map(drop)
+        self.ovs
+            .call(&msg::delete(self.dp_ifindex, id), 0)
+            .map(drop)
+    }
+
+    /// Deletes many flows with as few `send`s as the connection's batch
+    /// limits allow; one outcome per flow, in order (a missing flow is
+    /// [`Error::NotFound`]).
+    pub fn delete_batch(&mut self, ids: &[FlowId]) -> Result<Vec<Result<(), Error>>, Error> {
+        let msgs: Vec<FlowMessage> = ids
+            .iter()
+            .map(|id| msg::delete(self.dp_ifindex, id))
+            .collect();
+        let results = self.ovs.batch(&msgs)?;
+        Ok(results.into_iter().map(|r| r.map(drop)).collect())
     }
 
     /// Deletes every flow of the datapath.
     pub fn flush(&mut self) -> Result<(), Error> {
-        let msg = FlowMessage::new(ObjCmd::Del, self.dp_ifindex, vec![]);
-        self.ovs.call(&msg, 0).map(drop)
+        self.ovs.call(&msg::flush(self.dp_ifindex), 0).map(drop)
     }
 
     /// Calls `each` for every flow; `flags` may ask for terse entries
@@ -228,13 +298,9 @@ impl FlowHandle<'_> {
         flags: UfidFlags,
         mut each: impl FnMut(FlowInfo) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let attrs = if flags.0 == 0 {
-            vec![]
-        } else {
-            vec![FlowAttr::UfidFlags(flags)]
-        };
-        let msg = FlowMessage::new(ObjCmd::Get, self.dp_ifindex, attrs);
-        self.ovs.dump(&msg, |m| each(FlowInfo::from_message(&m)))
+        self.ovs.dump(&msg::dump(self.dp_ifindex, flags), |m| {
+            each(FlowInfo::from_message(&m))
+        })
     }
 
     /// Every flow of the datapath.

@@ -1,5 +1,6 @@
 //! Typed synchronous handles over a [`Connection`]: [`Ovs`] resolves the four
-//! families once and hands out per-object handles.
+//! families once and hands out per-object handles. [`aio`] (feature `tokio`,
+//! on by default) has the same handles for tokio.
 //!
 //! ```no_run
 //! use odp::handle::{Ovs, DatapathOptions, VportSpec};
@@ -10,16 +11,19 @@
 //! # Ok::<(), odp::transport::Error>(())
 //! ```
 
+#[cfg(feature = "tokio")]
+pub mod aio;
 mod datapath;
 mod flow;
 mod packet;
 mod vport;
 
-pub use datapath::{DatapathHandle, DatapathOptions, Features, NEGOTIATION_ORDER};
+pub use datapath::{DatapathHandle, DatapathOptions, DatapathStats, Features, NEGOTIATION_ORDER};
 pub use flow::{FlowHandle, FlowId, FlowSpec};
 pub use packet::PacketHandle;
 pub use vport::{VportHandle, VportSpec};
 
+use crate::transport::pending::Outcome;
 use crate::transport::{Connection, Error, UpcallSocket};
 use crate::wire::datapath::DatapathAttr;
 use crate::wire::flow::FlowAttr;
@@ -27,14 +31,36 @@ use crate::wire::ovs::{OvsFamily, OvsMessage};
 use crate::wire::packet::PacketAttr;
 use crate::wire::vport::VportAttr;
 
+/// The ids of the four OVS families, resolved once per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Families {
+    /// `ovs_datapath`.
+    pub datapath: u16,
+    /// `ovs_vport`.
+    pub vport: u16,
+    /// `ovs_flow`.
+    pub flow: u16,
+    /// `ovs_packet`.
+    pub packet: u16,
+}
+
+impl Families {
+    /// The id of family `A`.
+    pub fn of<A: OvsFamily>(&self) -> u16 {
+        match A::NAME {
+            "ovs_datapath" => self.datapath,
+            "ovs_vport" => self.vport,
+            "ovs_flow" => self.flow,
+            _ => self.packet,
+        }
+    }
+}
+
 /// A connection to the kernel datapath with the OVS families resolved.
 #[derive(Debug)]
 pub struct Ovs {
     conn: Connection,
-    datapath: u16,
-    vport: u16,
-    flow: u16,
-    packet: u16,
+    fam: Families,
 }
 
 impl Ovs {
@@ -53,10 +79,12 @@ impl Ovs {
         let packet = conn.family_id::<PacketAttr>()?;
         Ok(Ovs {
             conn,
-            datapath,
-            vport,
-            flow,
-            packet,
+            fam: Families {
+                datapath,
+                vport,
+                flow,
+                packet,
+            },
         })
     }
 
@@ -67,22 +95,22 @@ impl Ovs {
 
     /// The `ovs_packet` family id (to filter upcalls).
     pub fn packet_family(&self) -> u16 {
-        self.packet
+        self.fam.packet
     }
 
     /// The `ovs_vport` family id (to decode vport notifications).
     pub fn vport_family(&self) -> u16 {
-        self.vport
+        self.fam.vport
     }
 
     /// The `ovs_flow` family id.
     pub fn flow_family(&self) -> u16 {
-        self.flow
+        self.fam.flow
     }
 
     /// The `ovs_datapath` family id.
     pub fn datapath_family(&self) -> u16 {
-        self.datapath
+        self.fam.datapath
     }
 
     /// Datapath operations.
@@ -127,13 +155,24 @@ impl Ovs {
         Ok(sock)
     }
 
-    fn family_of<A: OvsFamily>(&self) -> u16 {
-        match A::NAME {
-            "ovs_datapath" => self.datapath,
-            "ovs_vport" => self.vport,
-            "ovs_flow" => self.flow,
-            _ => self.packet,
-        }
+    /// The resolved family ids.
+    pub fn families(&self) -> Families {
+        self.fam
+    }
+
+    /// Many requests of family `A` (no extra flags) sent as batches; one
+    /// outcome (reply bodies or error) per message.
+    fn batch<A: OvsFamily>(&mut self, msgs: &[OvsMessage<A>]) -> Result<Vec<Outcome>, Error> {
+        let family = self.fam.of::<A>();
+        let reqs: Vec<_> = msgs
+            .iter()
+            .map(|msg| crate::transport::OvsRequest {
+                family,
+                flags: 0,
+                msg,
+            })
+            .collect();
+        self.conn.transact(&reqs)
     }
 
     /// One request with an ack; the replies decoded as family `A`.
@@ -142,7 +181,7 @@ impl Ovs {
         msg: &OvsMessage<A>,
         flags: u16,
     ) -> Result<Vec<OvsMessage<A>>, Error> {
-        let family = self.family_of::<A>();
+        let family = self.fam.of::<A>();
         let replies = self
             .conn
             .request(&crate::transport::OvsRequest { family, flags, msg })?;
@@ -155,7 +194,7 @@ impl Ovs {
         msg: &OvsMessage<A>,
         mut each: impl FnMut(OvsMessage<A>) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let family = self.family_of::<A>();
+        let family = self.fam.of::<A>();
         self.conn.dump(
             &crate::transport::OvsRequest {
                 family,

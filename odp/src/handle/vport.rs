@@ -1,10 +1,12 @@
-//! Vport create, lookup, enumeration, delete and upcall PIDs.
+//! Vport create, lookup, enumeration, delete, upcall PIDs and statistics.
 
 use super::Ovs;
 use crate::transport::Error;
 use crate::wire::netlink::NLM_F_ECHO;
 use crate::wire::ovs::ObjCmd;
-use crate::wire::vport::{TunnelOption, VportAttr, VportInfo, VportMessage, VportType, VxlanExt};
+use crate::wire::vport::{
+    TunnelOption, VportAttr, VportInfo, VportMessage, VportStats, VportType, VxlanExt,
+};
 
 /// A vport to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,16 +82,20 @@ pub struct VportHandle<'a> {
     pub(super) dp_ifindex: i32,
 }
 
-fn one(replies: Vec<VportMessage>) -> Result<VportInfo, Error> {
+pub(super) fn one(replies: Vec<VportMessage>) -> Result<VportInfo, Error> {
     let m = replies
         .first()
         .ok_or(Error::Protocol("vport request without a reply"))?;
     Ok(VportInfo::from_message(m)?)
 }
 
-impl VportHandle<'_> {
-    /// Creates a vport and returns it as the kernel reports it.
-    pub fn create(&mut self, spec: &VportSpec) -> Result<VportInfo, Error> {
+/// Request builders shared by the sync and async handles.
+pub(super) mod msg {
+    use super::*;
+
+    /// NEW (sent with `NLM_F_ECHO`: NEW and SET answer through a
+    /// notification, which the flag sends to us).
+    pub fn create(dp: i32, spec: &VportSpec) -> VportMessage {
         let mut attrs = vec![
             VportAttr::Name(spec.name.clone()),
             VportAttr::Type(spec.kind),
@@ -106,36 +112,69 @@ impl VportHandle<'_> {
             spec.upcall_pids.clone()
         };
         attrs.push(VportAttr::UpcallPids(pids));
-        let msg = VportMessage::new(ObjCmd::New, self.dp_ifindex, attrs);
-        // NEW and SET answer through a notification: NLM_F_ECHO sends it to us.
-        one(self.ovs.call(&msg, NLM_F_ECHO)?)
+        VportMessage::new(ObjCmd::New, dp, attrs)
+    }
+
+    /// A message addressing one vport by name.
+    pub fn by_name(cmd: ObjCmd, dp: i32, name: &str) -> VportMessage {
+        VportMessage::new(cmd, dp, vec![VportAttr::Name(name.to_owned())])
+    }
+
+    /// A message addressing one vport by port number.
+    pub fn by_port(cmd: ObjCmd, dp: i32, port_no: u32) -> VportMessage {
+        VportMessage::new(cmd, dp, vec![VportAttr::PortNo(port_no)])
+    }
+
+    /// The dump request listing a datapath's vports.
+    pub fn list(dp: i32) -> VportMessage {
+        VportMessage::new(ObjCmd::Get, dp, vec![])
+    }
+
+    /// SET of the upcall PIDs (sent with `NLM_F_ECHO`).
+    pub fn set_upcall_pids(dp: i32, name: &str, pids: Vec<u32>) -> VportMessage {
+        VportMessage::new(
+            ObjCmd::Set,
+            dp,
+            vec![
+                VportAttr::Name(name.to_owned()),
+                VportAttr::UpcallPids(pids),
+            ],
+        )
+    }
+
+    /// The statistics of a GET reply.
+    pub fn stats(info: &VportInfo) -> Result<VportStats, Error> {
+        info.stats
+            .ok_or(Error::Protocol("vport reply without statistics"))
+    }
+}
+
+impl VportHandle<'_> {
+    /// Creates a vport and returns it as the kernel reports it.
+    pub fn create(&mut self, spec: &VportSpec) -> Result<VportInfo, Error> {
+        one(self
+            .ovs
+            .call(&msg::create(self.dp_ifindex, spec), NLM_F_ECHO)?)
     }
 
     /// Looks a vport up by name.
     pub fn get(&mut self, name: &str) -> Result<VportInfo, Error> {
-        let msg = VportMessage::new(
-            ObjCmd::Get,
-            self.dp_ifindex,
-            vec![VportAttr::Name(name.to_owned())],
-        );
-        one(self.ovs.call(&msg, 0)?)
+        one(self
+            .ovs
+            .call(&msg::by_name(ObjCmd::Get, self.dp_ifindex, name), 0)?)
     }
 
     /// Looks a vport up by port number.
     pub fn get_by_port(&mut self, port_no: u32) -> Result<VportInfo, Error> {
-        let msg = VportMessage::new(
-            ObjCmd::Get,
-            self.dp_ifindex,
-            vec![VportAttr::PortNo(port_no)],
-        );
-        one(self.ovs.call(&msg, 0)?)
+        one(self
+            .ovs
+            .call(&msg::by_port(ObjCmd::Get, self.dp_ifindex, port_no), 0)?)
     }
 
     /// Lists the datapath's vports.
     pub fn list(&mut self) -> Result<Vec<VportInfo>, Error> {
         let mut out = Vec::new();
-        let msg = VportMessage::new(ObjCmd::Get, self.dp_ifindex, vec![]);
-        self.ovs.dump(&msg, |m| {
+        self.ovs.dump(&msg::list(self.dp_ifindex), |m| {
             out.push(VportInfo::from_message(&m)?);
             Ok(())
         })?;
@@ -144,34 +183,26 @@ impl VportHandle<'_> {
 
     /// Deletes a vport by name.
     pub fn delete(&mut self, name: &str) -> Result<(), Error> {
-        let msg = VportMessage::new(
-            ObjCmd::Del,
-            self.dp_ifindex,
-            vec![VportAttr::Name(name.to_owned())],
-        );
-        self.ovs.call(&msg, 0).map(drop)
+        self.ovs
+            .call(&msg::by_name(ObjCmd::Del, self.dp_ifindex, name), 0)
+            .map(drop)
     }
 
     /// Deletes a vport by port number.
     pub fn delete_by_port(&mut self, port_no: u32) -> Result<(), Error> {
-        let msg = VportMessage::new(
-            ObjCmd::Del,
-            self.dp_ifindex,
-            vec![VportAttr::PortNo(port_no)],
-        );
-        self.ovs.call(&msg, 0).map(drop)
+        self.ovs
+            .call(&msg::by_port(ObjCmd::Del, self.dp_ifindex, port_no), 0)
+            .map(drop)
     }
 
     /// Replaces a vport's upcall PIDs (`[0]` turns upcalls off).
     pub fn set_upcall_pids(&mut self, name: &str, pids: Vec<u32>) -> Result<VportInfo, Error> {
-        let msg = VportMessage::new(
-            ObjCmd::Set,
-            self.dp_ifindex,
-            vec![
-                VportAttr::Name(name.to_owned()),
-                VportAttr::UpcallPids(pids),
-            ],
-        );
-        one(self.ovs.call(&msg, NLM_F_ECHO)?)
+        let m = msg::set_upcall_pids(self.dp_ifindex, name, pids);
+        one(self.ovs.call(&m, NLM_F_ECHO)?)
+    }
+
+    /// A vport's packet and byte counters.
+    pub fn stats(&mut self, name: &str) -> Result<VportStats, Error> {
+        msg::stats(&self.get(name)?)
     }
 }

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use crate::wire::EncodeError;
 use crate::wire::ctrl::{FamilyInfo, encode_get_family};
-use crate::wire::netlink::{MessageIter, NLM_F_ACK, NLM_F_DUMP, Payload};
+use crate::wire::netlink::{NLM_F_ACK, NLM_F_DUMP};
 use crate::wire::ovs::{OvsFamily, OvsMessage};
 
 use super::error::Error;
-use super::pending::{Outcome, Pending};
+use super::pending::{DumpReplies, Outcome, Pending};
 use super::socket::GenlSocket;
 
 /// Something that can be encoded as one netlink request.
@@ -74,6 +74,68 @@ pub const DEFAULT_BATCH_MSGS: usize = 512;
 /// Default cap on bytes per datagram (well under the default send buffer).
 pub const DEFAULT_BATCH_BYTES: usize = 128 * 1024;
 
+/// Netlink sequence numbers for requests: never 0, which the kernel uses for
+/// unsolicited messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqCounter(u32);
+
+impl Default for SeqCounter {
+    fn default() -> Self {
+        SeqCounter(1)
+    }
+}
+
+impl SeqCounter {
+    /// The number the next request gets (without taking it).
+    pub fn peek(&self) -> u32 {
+        self.0
+    }
+
+    /// Takes the next number.
+    pub fn take(&mut self) -> u32 {
+        let s = self.0;
+        self.0 = self.0.wrapping_add(1);
+        if self.0 == 0 {
+            self.0 = 1;
+        }
+        s
+    }
+}
+
+/// Sans-IO packing of one datagram: encodes requests from the start of
+/// `reqs` into `buf` (cleared first) until `max_msgs` requests or about
+/// `max_bytes` bytes, giving each the next sequence number and the last one
+/// `NLM_F_ACK` (the barrier, see [`Pending`]). Returns the first sequence
+/// number and how many requests were packed (at least one if `reqs` is not
+/// empty).
+pub fn pack_window<R: Request>(
+    buf: &mut Vec<u8>,
+    reqs: &[R],
+    seq: &mut SeqCounter,
+    max_msgs: usize,
+    max_bytes: usize,
+) -> Result<(u32, usize), EncodeError> {
+    buf.clear();
+    let first = seq.peek();
+    let max_msgs = max_msgs.max(1);
+    let mut n = 0;
+    while n < reqs.len() && n < max_msgs {
+        let last = n + 1 == reqs.len() || n + 1 == max_msgs;
+        let mark = buf.len();
+        let s = seq.take();
+        let Some(req) = reqs.get(n) else { break };
+        req.encode(buf, s, if last { NLM_F_ACK } else { 0 })?;
+        n += 1;
+        if !last && buf.len() >= max_bytes {
+            // Re-encode this one as the barrier of a full datagram.
+            buf.truncate(mark);
+            req.encode(buf, s, NLM_F_ACK)?;
+            break;
+        }
+    }
+    Ok((first, n))
+}
+
 /// A request/response connection to generic netlink.
 ///
 /// Not for upcalls or notifications: messages whose sequence number matches
@@ -82,7 +144,7 @@ pub const DEFAULT_BATCH_BYTES: usize = 128 * 1024;
 #[derive(Debug)]
 pub struct Connection {
     sock: GenlSocket,
-    seq: u32,
+    seq: SeqCounter,
     families: HashMap<String, FamilyInfo>,
     buf: Vec<u8>,
     max_batch_msgs: usize,
@@ -94,7 +156,7 @@ impl Connection {
     pub fn open() -> Result<Self, Error> {
         Ok(Connection {
             sock: GenlSocket::open()?,
-            seq: 1,
+            seq: SeqCounter::default(),
             families: HashMap::new(),
             buf: Vec::with_capacity(DEFAULT_BATCH_BYTES + 4096),
             max_batch_msgs: DEFAULT_BATCH_MSGS,
@@ -118,16 +180,6 @@ impl Connection {
     /// gets the default size again.
     pub fn set_recv_queue(&mut self, bytes: usize) -> Result<(), Error> {
         self.sock.set_recv_queue(bytes)
-    }
-
-    fn next_seq(&mut self) -> u32 {
-        let s = self.seq;
-        self.seq = self.seq.wrapping_add(1);
-        if self.seq == 0 {
-            // Sequence 0 is what the kernel uses for unsolicited messages.
-            self.seq = 1;
-        }
-        s
     }
 
     /// Resolves a family by name, from the cache or the kernel.
@@ -177,24 +229,14 @@ impl Connection {
         let mut out = Vec::with_capacity(reqs.len());
         let mut i = 0;
         while i < reqs.len() {
-            self.buf.clear();
-            let first = self.seq;
-            let mut n = 0;
-            while i + n < reqs.len() && n < self.max_batch_msgs {
-                let last = i + n + 1 == reqs.len() || n + 1 == self.max_batch_msgs;
-                let mark = self.buf.len();
-                let seq = self.next_seq();
-                let Some(req) = reqs.get(i + n) else { break };
-                req.encode(&mut self.buf, seq, if last { NLM_F_ACK } else { 0 })?;
-                if !last && self.buf.len() >= self.max_batch_bytes {
-                    // Re-encode this one as the barrier of a full datagram.
-                    self.buf.truncate(mark);
-                    req.encode(&mut self.buf, seq, NLM_F_ACK)?;
-                    n += 1;
-                    break;
-                }
-                n += 1;
-            }
+            let rest = reqs.get(i..).unwrap_or_default();
+            let (first, n) = pack_window(
+                &mut self.buf,
+                rest,
+                &mut self.seq,
+                self.max_batch_msgs,
+                self.max_batch_bytes,
+            )?;
             out.extend(self.run_window(first, n)?);
             i += n;
         }
@@ -230,9 +272,10 @@ impl Connection {
         mut each: impl FnMut(&[u8]) -> Result<(), Error>,
     ) -> Result<(), Error> {
         self.buf.clear();
-        let seq = self.next_seq();
+        let seq = self.seq.take();
         req.encode(&mut self.buf, seq, NLM_F_DUMP)?;
         self.sock.send(&self.buf)?;
+        let replies = DumpReplies::new(seq);
         let mut failed: Option<Error> = None;
         loop {
             let datagram = match self.sock.recv() {
@@ -243,42 +286,18 @@ impl Connection {
                 }
                 Err(e) => return Err(e),
             };
-            for msg in MessageIter::new(datagram) {
-                let msg = msg?;
-                if msg.header.seq != seq {
-                    continue;
+            let end = replies.feed(datagram, |body| {
+                if failed.is_none() {
+                    if let Err(e) = each(body) {
+                        failed = Some(e);
+                    }
                 }
-                match msg.payload()? {
-                    Payload::Data(body) => {
-                        if failed.is_none() {
-                            if let Err(e) = each(body) {
-                                failed = Some(e);
-                            }
-                        }
-                    }
-                    Payload::Done(d) => {
-                        if let Some(e) = failed {
-                            return Err(e);
-                        }
-                        return if d.errno == 0 {
-                            Ok(())
-                        } else {
-                            Err(Error::from_errno(d.errno, d.ext_msg))
-                        };
-                    }
-                    Payload::Error(e) => {
-                        if let Some(f) = failed {
-                            return Err(f);
-                        }
-                        return if e.errno == 0 {
-                            Ok(())
-                        } else {
-                            Err(Error::from_errno(e.errno, e.ext_msg))
-                        };
-                    }
-                    Payload::Noop => {}
-                    Payload::Overrun => return Err(Error::Overrun),
-                }
+            })?;
+            if let Some(status) = end {
+                return match failed {
+                    Some(e) => Err(e),
+                    None => status,
+                };
             }
         }
     }

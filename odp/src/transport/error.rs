@@ -100,6 +100,9 @@ pub enum Error {
     /// An EXECUTE packet shorter than an Ethernet header (the kernel needs 14 bytes).
     #[error("packet of {0} bytes is shorter than an Ethernet header")]
     PacketTooShort(usize),
+    /// An async socket was opened outside a tokio runtime.
+    #[error("the async API needs a tokio runtime with I/O enabled")]
+    NoRuntime,
     /// The kernel's answer did not have the expected shape.
     #[error("unexpected reply: {0}")]
     Protocol(&'static str),

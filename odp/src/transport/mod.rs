@@ -13,8 +13,12 @@
 //!   sequence numbers, acks with extended-ack text, batches of many requests
 //!   per `send` with replies matched by sequence number, and dumps;
 //! * [`UpcallSocket`]: a socket that receives the kernel's unsolicited
-//!   (sequence 0) messages: upcalls, or multicast notifications.
+//!   (sequence 0) messages: upcalls, or multicast notifications;
+//! * [`aio`] (feature `tokio`, on by default): the same over tokio, with
+//!   dumps and notifications as streams.
 
+#[cfg(feature = "tokio")]
+pub mod aio;
 pub mod conn;
 pub mod error;
 pub mod pending;

@@ -95,11 +95,55 @@ impl Pending {
     }
 }
 
+/// Sans-IO reading of one dump's replies: the data messages carrying the
+/// dump's sequence number, up to its `NLMSG_DONE` (or error).
+#[derive(Debug, Clone, Copy)]
+pub struct DumpReplies {
+    seq: u32,
+}
+
+impl DumpReplies {
+    /// Follows the dump sent with sequence number `seq`.
+    pub fn new(seq: u32) -> Self {
+        DumpReplies { seq }
+    }
+
+    /// Processes one received datagram, calling `each` with every reply body
+    /// of the dump. Returns `Some` with the dump's final status once its end
+    /// arrived (the rest of the datagram is ignored), `None` while more is to
+    /// come. A malformed datagram or a kernel overrun is the outer error.
+    pub fn feed(
+        &self,
+        datagram: &[u8],
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<Option<Result<(), Error>>, Error> {
+        for msg in MessageIter::new(datagram) {
+            let msg = msg?;
+            if msg.header.seq != self.seq {
+                continue;
+            }
+            match msg.payload()? {
+                Payload::Data(body) => each(body),
+                Payload::Done(d) | Payload::Error(d) => {
+                    return Ok(Some(if d.errno == 0 {
+                        Ok(())
+                    } else {
+                        Err(Error::from_errno(d.errno, d.ext_msg))
+                    }));
+                }
+                Payload::Noop => {}
+                Payload::Overrun => return Err(Error::Overrun),
+            }
+        }
+        Ok(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::netlink::{
-        NLM_F_ACK_TLVS, NLM_F_CAPPED, NLMSG_ERROR, NLMSGERR_ATTR_MSG, NlMsgHeader,
+        NLM_F_ACK_TLVS, NLM_F_CAPPED, NLMSG_DONE, NLMSG_ERROR, NLMSGERR_ATTR_MSG, NlMsgHeader,
     };
     use crate::wire::nla::AttrWriter;
 
@@ -165,6 +209,28 @@ mod tests {
         let out = p.finish();
         assert!(matches!(out[0], Err(Error::NotFound { .. })));
         assert!(matches!(out[1], Err(Error::Overrun)));
+    }
+
+    #[test]
+    fn dump_replies_stop_at_done() {
+        let d = DumpReplies::new(9);
+        let mut seen = Vec::new();
+        let mut dgram = msg(0x20, 2, 9, &[1; 4]);
+        dgram.extend(msg(0x20, 2, 8, &[2; 4])); // another request's: ignored
+        dgram.extend(msg(0x20, 2, 9, &[3; 4]));
+        assert!(d.feed(&dgram, |b| seen.push(b[0])).unwrap().is_none());
+        let mut end = msg(NLMSG_DONE, 2, 9, &0i32.to_ne_bytes());
+        end.extend(msg(0x20, 2, 9, &[4; 4])); // after the end: not read
+        assert!(matches!(
+            d.feed(&end, |b| seen.push(b[0])),
+            Ok(Some(Ok(())))
+        ));
+        assert_eq!(seen, vec![1, 3]);
+        let failed = err(9, -libc::ENODEV, None);
+        assert!(matches!(
+            d.feed(&failed, |_| {}),
+            Ok(Some(Err(Error::NoDevice { .. })))
+        ));
     }
 
     #[test]

@@ -30,6 +30,12 @@ impl std::fmt::Debug for GenlSocket {
     }
 }
 
+impl AsRawFd for GenlSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
 fn set_rcvbuf(sock: &Socket, bytes: usize) {
     let v: libc::c_int = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid,

@@ -10,6 +10,25 @@ use crate::wire::vport::VportMessage;
 use super::error::Error;
 use super::socket::GenlSocket;
 
+/// Sans-IO: calls `each` with the body of every message of `family` in one
+/// received datagram (errors, acks and control messages are skipped).
+pub fn family_bodies(
+    datagram: &[u8],
+    family: u16,
+    mut each: impl FnMut(&[u8]),
+) -> Result<(), Error> {
+    for msg in MessageIter::new(datagram) {
+        let msg = msg?;
+        if msg.header.kind != family {
+            continue;
+        }
+        if let Payload::Data(body) = msg.payload()? {
+            each(body);
+        }
+    }
+    Ok(())
+}
+
 /// A socket that receives unsolicited kernel messages. Give its
 /// [`pid`](UpcallSocket::pid) to a vport's or datapath's upcall PIDs, or join a
 /// multicast group with [`UpcallSocket::join`].
@@ -57,15 +76,7 @@ impl UpcallSocket {
             Err(e) => return Err(e),
         };
         let mut out = Vec::new();
-        for msg in MessageIter::new(datagram) {
-            let msg = msg?;
-            if msg.header.kind != family {
-                continue;
-            }
-            if let Payload::Data(body) = msg.payload()? {
-                out.push(body.to_vec());
-            }
-        }
+        family_bodies(datagram, family, |b| out.push(b.to_vec()))?;
         Ok(out)
     }
 
