@@ -4,6 +4,10 @@
 //!
 //! - `cni`: sequential ADD+DEL latency of weave-net + weave-ipam against
 //!   Debian's bridge + host-local (`weave-cni-bench`, on this machine).
+//! - `dataplane`: container-to-container TCP throughput across two hosts
+//!   (`weave-dp-bench`): on this machine sleeve ÷ a direct veth pair; in
+//!   the VM fastdp ÷ a Flannel-style kernel VXLAN overlay, and sleeve
+//!   (plain and encrypted) ÷ fastdp.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -26,6 +30,16 @@ pub enum Bench {
         /// ADD+DEL pairs per plugin.
         #[arg(long, default_value_t = 1000)]
         iterations: u32,
+    },
+    /// Container-to-container TCP throughput: fastdp ÷ a Flannel-style
+    /// overlay and sleeve ÷ fastdp (in the VM), sleeve ÷ veth (here).
+    Dataplane {
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Only the part on this machine (no VM).
+        #[arg(long)]
+        host_only: bool,
     },
 }
 
@@ -50,7 +64,53 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Bench::Dataplane { seconds, host_only } => dataplane(*seconds, *host_only),
     }
+}
+
+fn dataplane(seconds: u32, host_only: bool) -> Result<ExitCode> {
+    let tools = crate::setup::all()?;
+    let bin = build_release(&["weave-router", "weave-cni", "weave-tests"])?;
+    let argv = |variants: &str| -> Vec<String> {
+        vec![
+            bin.join("weave-dp-bench").to_string_lossy().into_owned(),
+            "--variants".into(),
+            variants.into(),
+            "--seconds".into(),
+            seconds.to_string(),
+            "--router".into(),
+            bin.join("weave-router").to_string_lossy().into_owned(),
+            "--cni-dir".into(),
+            bin.to_string_lossy().into_owned(),
+        ]
+    };
+    println!("==> on this machine: sleeve ÷ a direct veth pair");
+    let host = argv("veth,sleeve,sleeve-encrypted");
+    let status = Command::new(&host[0])
+        .args(&host[1..])
+        .stdin(Stdio::null())
+        .status()
+        .context("running weave-dp-bench")?;
+    let mut ok = status.success();
+    if !host_only {
+        println!("==> in the VM: fastdp ÷ Flannel-style VXLAN, sleeve ÷ fastdp");
+        let outcome = crate::vm::run(
+            &tools,
+            &crate::vm::VmArgs {
+                cpus: 2,
+                memory: "3G".into(),
+                timeout: 1800,
+                keep: false,
+                command: argv("flannel,fastdp,sleeve,sleeve-encrypted"),
+            },
+        )?;
+        ok &= outcome.status == 0;
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Builds the binaries of `packages` with the release profile (benchmarks
