@@ -25,7 +25,7 @@ use crate::ipam::{self as alloc, Address, Cidr, Input, OpError, OpId, Range, Rep
 use crate::mesh::connection_maker::DirectPeer;
 use crate::mesh::identity::PeerName;
 use crate::mesh::router::{ConnHandle, MeshRouter, Output};
-use crate::overlay::dataplane::OverlayEvent;
+use crate::overlay::dataplane::{ContainerSpec, OverlayEvent};
 use crate::overlay::runtime::Overlay;
 
 /// How long a dial may take before it counts as failed.
@@ -70,6 +70,21 @@ pub enum Control {
     },
     /// Every identifier and its addresses (`GET /ip`).
     Owned(oneshot::Sender<Vec<(String, Vec<Cidr>)>>),
+    /// A container was attached (`PUT /container/{id}`): the data plane
+    /// installs its delivery flows. Answered once handed over.
+    ContainerAdded {
+        /// The container.
+        spec: ContainerSpec,
+        /// Answered with whether a data plane took it.
+        reply: oneshot::Sender<bool>,
+    },
+    /// A container was detached (`DELETE /container/{id}`).
+    ContainerRemoved {
+        /// Its identifier.
+        id: String,
+        /// Answered with whether a data plane took it.
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// An allocator operation from the HTTP API.
@@ -426,6 +441,8 @@ impl RouterTask {
                         .as_ref()
                         .map(Overlay::status)
                         .unwrap_or_default(),
+                    dataplane: self.overlay.as_ref().map(|o| o.mode().clone()),
+                    fastdp: self.overlay.as_ref().and_then(Overlay::fastdp_report),
                 };
                 let _ = reply.send(snapshot);
             }
@@ -466,6 +483,26 @@ impl RouterTask {
                     .unwrap_or_default();
                 let _ = reply.send(found);
             }
+            Control::ContainerAdded { spec, reply } => {
+                let taken = match &self.overlay {
+                    Some(overlay) => {
+                        overlay.container_added(spec);
+                        true
+                    }
+                    None => false,
+                };
+                let _ = reply.send(taken);
+            }
+            Control::ContainerRemoved { id, reply } => {
+                let taken = match &self.overlay {
+                    Some(overlay) => {
+                        overlay.container_removed(id);
+                        true
+                    }
+                    None => false,
+                };
+                let _ = reply.send(taken);
+            }
             Control::Owned(reply) => {
                 let owned = self
                     .ipam()
@@ -491,8 +528,27 @@ impl RouterTask {
             self.sync_peers(Instant::now());
             let ipam = self.pump_ipam();
             if !mesh && !ipam {
-                return;
+                break;
             }
+        }
+        self.sync_cidr_view();
+    }
+
+    /// Hands the data plane the whole ring's CIDR view (every peer's
+    /// owned ranges as aligned prefixes); the overlay passes it on only
+    /// when it changed.
+    fn sync_cidr_view(&mut self) {
+        if self.overlay.is_none() {
+            return;
+        }
+        let Some(view) = self
+            .ipam()
+            .map(|channel| crate::fastdp::inputs::cidr_view(channel.allocator().ring()))
+        else {
+            return;
+        };
+        if let Some(overlay) = &mut self.overlay {
+            overlay.set_cidr_view(view);
         }
     }
 

@@ -103,7 +103,9 @@ pub struct Options {
     #[arg(long)]
     pub no_bridged_fastdp: bool,
 
-    /// MTU of the overlay (default 1376).
+    /// MTU of the overlay: default 1376 with a datapath (1460 less the
+    /// VXLAN and ESP headroom); a plain Bridge defaults to 65535 and lets
+    /// the sleeve tell senders the path MTU.
     #[arg(long)]
     pub mtu: Option<u32>,
 
@@ -121,9 +123,23 @@ pub struct Options {
 pub enum Action {
     /// Print the peer name this router would use, and exit.
     PrintPeerName,
+    /// Remove the bridge, the datapath, weave's veths and the host firewall
+    /// rules (what a run set up), then exit.
+    Reset,
 }
 
 impl Options {
+    /// The bridge options, for a router whose bridge address is `mac`.
+    pub fn bridge_config(&self, mac: crate::net::link::MacAddr) -> crate::net::plan::BridgeConfig {
+        let mut config = crate::net::plan::BridgeConfig::new(mac);
+        config.weave_bridge = self.weave_bridge.clone();
+        config.datapath = self.datapath.clone();
+        config.no_fastdp = self.no_fastdp;
+        config.no_bridged_fastdp = self.no_bridged_fastdp;
+        config.mtu = self.mtu;
+        config
+    }
+
     /// The HTTP API address, or `None` when disabled.
     pub fn http_addr(&self) -> Result<Option<SocketAddr>, String> {
         parse_optional_addr("--http-addr", &self.http_addr)
@@ -167,6 +183,23 @@ mod tests {
         assert_eq!(options.peers, ["10.0.0.2", "host3:6790"]);
         assert_eq!(options.port, 6783);
         assert_eq!(options.ipalloc_range.to_string(), "10.32.0.0/12");
+        let bridge = options.bridge_config(crate::net::link::MacAddr([2, 0, 0, 0, 0, 1]));
+        assert_eq!(
+            bridge.requested_type(),
+            crate::net::plan::BridgeType::BridgedFastdp
+        );
+        assert_eq!(bridge.datapath, "datapath");
+        let options =
+            Options::try_parse_from(["weave-router", "--no-bridged-fastdp", "--mtu", "1400"])
+                .expect("parse");
+        let bridge = options.bridge_config(crate::net::link::MacAddr([2, 0, 0, 0, 0, 1]));
+        assert_eq!(
+            bridge.requested_type(),
+            crate::net::plan::BridgeType::Fastdp
+        );
+        assert_eq!(bridge.mtu, Some(1400));
+        let options = Options::try_parse_from(["weave-router", "reset"]).expect("parse");
+        assert!(matches!(options.command, Some(Action::Reset)));
     }
 
     #[test]

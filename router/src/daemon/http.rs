@@ -19,6 +19,7 @@ use super::actor::{Control, Event, IpamCall};
 use super::status::{self, Snapshot};
 use crate::ipam::{Address, Cidr, Reply};
 use crate::mesh::connection_maker::{DirectPeer, split_peer_spec};
+use crate::overlay::dataplane::ContainerSpec;
 
 /// What handlers share: the router task's queue, and the subnet that
 /// allocations without one use.
@@ -61,6 +62,10 @@ pub fn api_router(events: mpsc::UnboundedSender<Event>, default_subnet: Cidr) ->
         .route("/ring", get(ring))
         .route("/peer", delete(reset_peer))
         .route("/peer/{name}", delete(rmpeer))
+        .route(
+            "/container/{id}",
+            axum::routing::put(put_container).delete(delete_container),
+        )
         .with_state(Api {
             events,
             default_subnet,
@@ -99,6 +104,102 @@ impl Api {
             Some(snapshot) => render(&snapshot).into_response(),
             None => unavailable(),
         }
+    }
+}
+
+/// Why a container registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContainerError {
+    /// The body is not a JSON object.
+    #[error("body is not a JSON object: {0}")]
+    NotJson(String),
+    /// `ips` is missing or not a list of strings.
+    #[error("\"ips\" must be a list of IPv4 addresses with prefix length")]
+    NoIps,
+    /// An address does not parse.
+    #[error("bad address {0:?}: expected e.g. 10.32.0.5/12")]
+    BadIp(String),
+    /// A field that must be a string is not.
+    #[error("\"{0}\" must be a string")]
+    NotAString(&'static str),
+    /// The interface name is not one.
+    #[error("bad interface name {0:?}")]
+    BadIfname(String),
+}
+
+/// Parses the body of `PUT /container/{id}`:
+/// `{"ips":["10.32.0.5/12"],"mac":"aa:bb:cc:dd:ee:ff","host_veth":"vethwepl…"}`
+/// (`mac` and `host_veth` optional).
+pub fn parse_container(id: &str, body: &[u8]) -> Result<ContainerSpec, ContainerError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ContainerError::NotJson(e.to_string()))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| ContainerError::NotJson("not an object".into()))?;
+    let list = object
+        .get("ips")
+        .and_then(|v| v.as_array())
+        .ok_or(ContainerError::NoIps)?;
+    let mut ips = Vec::new();
+    for item in list {
+        let text = item.as_str().ok_or(ContainerError::NoIps)?;
+        let ip = text
+            .parse::<ipnet::Ipv4Net>()
+            .or_else(|_| text.parse::<std::net::Ipv4Addr>().map(ipnet::Ipv4Net::from))
+            .map_err(|_| ContainerError::BadIp(text.to_string()))?;
+        ips.push(ip);
+    }
+    let string = |key: &'static str| -> Result<Option<String>, ContainerError> {
+        match object.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(|s| Some(s.to_string()))
+                .ok_or(ContainerError::NotAString(key)),
+        }
+    };
+    let mac = string("mac")?;
+    let host_veth = string("host_veth")?;
+    if let Some(name) = &host_veth
+        && (name.is_empty()
+            || name.len() > crate::net::link::MAX_IFNAME_LEN
+            || name.contains(['/', ' ', '\0']))
+    {
+        return Err(ContainerError::BadIfname(name.clone()));
+    }
+    Ok(ContainerSpec {
+        id: id.to_string(),
+        ips,
+        mac,
+        host_veth,
+    })
+}
+
+async fn put_container(State(api): State<Api>, Path(id): Path<String>, body: Bytes) -> Response {
+    let spec = match parse_container(&id, &body) {
+        Ok(spec) => spec,
+        Err(error) => return bad_request(error),
+    };
+    let (reply, answer) = oneshot::channel();
+    let control = Control::ContainerAdded { spec, reply };
+    if api.events.send(Event::Control(control)).is_err() {
+        return unavailable();
+    }
+    match answer.await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn delete_container(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    let control = Control::ContainerRemoved { id, reply };
+    if api.events.send(Event::Control(control)).is_err() {
+        return unavailable();
+    }
+    match answer.await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(_) => unavailable(),
     }
 }
 
@@ -429,7 +530,37 @@ async fn reset_peer(State(api): State<Api>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::{form, values};
+    use super::{form, parse_container, values};
+
+    #[test]
+    fn container_bodies() {
+        let spec = parse_container(
+            "abc",
+            br#"{"ips":["10.32.0.5/12","10.40.0.1"],"mac":"aa:bb:cc:dd:ee:ff","host_veth":"vethwepl123"}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.id, "abc");
+        assert_eq!(spec.ips.len(), 2);
+        assert_eq!(spec.ips[0].to_string(), "10.32.0.5/12");
+        assert_eq!(spec.ips[1].to_string(), "10.40.0.1/32");
+        assert_eq!(spec.host_veth.as_deref(), Some("vethwepl123"));
+        let spec = parse_container("x", br#"{"ips":[]}"#).unwrap();
+        assert!(spec.ips.is_empty() && spec.mac.is_none());
+        for bad in [
+            &b"nope"[..],
+            br#"[1]"#,
+            br#"{"ips":"10.0.0.1"}"#,
+            br#"{"ips":["300.0.0.1/8"]}"#,
+            br#"{"ips":[], "host_veth": 5}"#,
+            br#"{"ips":[], "host_veth": "a/b"}"#,
+        ] {
+            assert!(
+                parse_container("x", bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn form_values_come_from_query_and_body() {

@@ -37,6 +37,39 @@ use crate::ipam::Cidr;
 /// Our version, as `/status` shows it.
 pub const VERSION: &str = concat!("weave-rs ", env!("CARGO_PKG_VERSION"));
 
+/// `weave-router reset`: removes the bridge, the datapath, weave's veths
+/// and the host firewall rules.
+fn reset(options: &Options, name: PeerName) -> Result<()> {
+    use crate::net::datapath::{DatapathOps, probe_openvswitch};
+    use crate::net::firewall::rules::FirewallConfig;
+    use crate::net::odp_datapath::OdpDatapath;
+    use crate::net::plan::OdpSupport;
+
+    let config = options.bridge_config(crate::net::link::MacAddr(name.to_bytes()));
+    let mut rtnl = crate::net::rtnl::Rtnl::open().context("opening rtnetlink")?;
+    let mut driver = match probe_openvswitch() {
+        OdpSupport::Available => Some(
+            OdpDatapath::connect(odp::handle::DatapathOptions::default())
+                .map_err(|error| anyhow!("{error}"))?,
+        ),
+        OdpSupport::Missing(_) => None,
+    };
+    let report = crate::net::teardown::reset(
+        &mut rtnl,
+        driver.as_mut().map(|d| d as &mut dyn DatapathOps),
+        &config,
+        &FirewallConfig::new(&options.weave_bridge),
+    )
+    .context("reset")?;
+    for removed in &report.removed {
+        println!("removed {removed}");
+    }
+    for (name, kind) in &report.left {
+        println!("left {name} alone: it is of type {kind}, which weave does not create");
+    }
+    Ok(())
+}
+
 /// Runs `weave-router` with parsed options until it is stopped.
 pub fn run(options: Options) -> Result<()> {
     let name = match &options.name {
@@ -45,9 +78,13 @@ pub fn run(options: Options) -> Result<()> {
             .map_err(|error| anyhow!("--name: {error}"))?,
         None => identity::default_name(&options.weave_bridge).map_err(|error| anyhow!(error))?,
     };
-    if let Some(Action::PrintPeerName) = options.command {
-        println!("{name}");
-        return Ok(());
+    match options.command {
+        Some(Action::PrintPeerName) => {
+            println!("{name}");
+            return Ok(());
+        }
+        Some(Action::Reset) => return reset(&options, name),
+        None => {}
     }
     if options.resume && !options.peers.is_empty() {
         return Err(anyhow!(
@@ -80,8 +117,25 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         .iter()
         .map(|net| IpNet::V4(*net))
         .collect();
-    // Bridge mode: the sleeve establishes connections (not the handshake).
-    config.overlay_features = crate::overlay::runtime::overlay_features();
+    // The data plane first: the bridge type decides the overlays offered.
+    let (events, queue) = mpsc::unbounded_channel();
+    let overlay_events = events.clone();
+    let overlay = crate::overlay::runtime::start(
+        crate::overlay::runtime::StartConfig {
+            ourself: name,
+            bridge: options.bridge_config(crate::net::link::MacAddr(name.to_bytes())),
+            port: options.port,
+            encrypted: options.password.is_some(),
+        },
+        Box::new(move |event| {
+            let _ = overlay_events.send(Event::Overlay(event));
+        }),
+    )
+    .await
+    .context("starting the data plane")?;
+    info!(fastdp = %overlay.mode().fastdp_line(), "data plane mode");
+    // The overlays establish connections (not the handshake).
+    config.overlay_features = overlay.features();
     config.auto_establish = false;
     if config.password.is_some() {
         info!("communication between peers via untrusted networks is encrypted");
@@ -124,19 +178,6 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         .await
         .with_context(|| format!("listening on TCP port {}", options.port))?;
 
-    let (events, queue) = mpsc::unbounded_channel();
-    let overlay_events = events.clone();
-    let overlay = crate::overlay::runtime::start_bridge_mode(
-        name,
-        options.weave_bridge.clone(),
-        options.mtu,
-        options.port,
-        Box::new(move |event| {
-            let _ = overlay_events.send(Event::Overlay(event));
-        }),
-    )
-    .await
-    .context("starting the Bridge-mode data plane")?;
     tokio::spawn(actor::accept_loop(listener, events.clone()));
     if let Some(addr) = http_addr {
         let router = http::api_router(events.clone(), default_subnet);

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use crate::ipam::{IpamMetrics, IpamStatus};
 use crate::mesh::identity::PeerName;
 use crate::mesh::router::{ConnectionStatus, MeshCounters, MeshStatus};
-use crate::overlay::dataplane::ConnOverlayStatus;
+use crate::overlay::dataplane::{ConnOverlayStatus, FastdpReport};
+use crate::overlay::runtime::DataplaneMode;
 
 /// Everything the status pages show, taken from the router in one go.
 #[derive(Debug, Clone)]
@@ -27,6 +28,10 @@ pub struct Snapshot {
     pub ipam: Option<IpamStatus>,
     /// The allocator's metrics, when it runs.
     pub ipam_metrics: Option<IpamMetrics>,
+    /// How the data plane runs, when there is one.
+    pub dataplane: Option<DataplaneMode>,
+    /// Fastdp's latest report, when it runs.
+    pub fastdp: Option<FastdpReport>,
 }
 
 /// The connection states in the order Weave lists their counts.
@@ -97,6 +102,10 @@ pub fn status_text(snapshot: &Snapshot) -> String {
         mesh.trusted_subnets.join(", ")
     };
     let _ = writeln!(out, " TrustedSubnets: {trusted}");
+    if let Some(mode) = &snapshot.dataplane {
+        let _ = writeln!(out, "     BridgeType: {}", mode.bridge_type);
+        let _ = writeln!(out, "         FastDP: {}", mode.fastdp_line());
+    }
     if let Some(ipam) = &snapshot.ipam {
         let _ = writeln!(out);
         let _ = writeln!(out, "        Service: ipam");
@@ -290,6 +299,53 @@ pub fn report_json(snapshot: &Snapshot) -> Value {
             "TrustedSubnets": mesh.trusted_subnets,
         },
         "IPAM": snapshot.ipam.as_ref().map(ipam_json),
+        "Dataplane": dataplane_json(snapshot),
+    })
+}
+
+fn dataplane_json(snapshot: &Snapshot) -> Value {
+    let Some(mode) = &snapshot.dataplane else {
+        return Value::Null;
+    };
+    let fastdp = snapshot.fastdp.as_ref().map(|f| {
+        json!({
+            "Datapath": f.datapath,
+            "Vports": f.vports.iter().map(|v| json!({
+                "PortNo": v.port_no,
+                "Name": v.name,
+                "Type": v.kind,
+            })).collect::<Vec<_>>(),
+            "Flows": f.flows,
+            "ProactiveFlows": f.status.proactive_flows,
+            "MACs": f.status.macs,
+            "Hit": f.hit_missed_lost.0,
+            "Missed": f.hit_missed_lost.1,
+            "Lost": f.hit_missed_lost.2,
+            "Misses": f.status.counters.misses,
+            "ReactiveFlows": f.status.counters.reactive_flows,
+            "Heartbeats": f.status.counters.heartbeats,
+            "Containers": f.containers,
+            "Failures": f.failures,
+            "Peers": f.status.peers.iter().map(|p| json!({
+                "Name": p.peer.to_string(),
+                "VXLAN": p.remote.to_string(),
+                "Selected": p.selected,
+                "Established": p.established,
+                "Healthy": p.healthy,
+            })).collect::<Vec<_>>(),
+        })
+    });
+    json!({
+        "BridgeType": mode.bridge_type.as_str(),
+        "Requested": mode.requested.as_str(),
+        "FastDP": mode.fastdp_line(),
+        "FastDPEnabled": mode.overlays.contains(&"fastdp"),
+        "FallbackReason": mode.fallback,
+        "MTU": mode.mtu,
+        "Bridge": mode.bridge,
+        "Datapath": mode.datapath,
+        "Overlays": mode.overlays,
+        "Fastdp": fastdp,
     })
 }
 
@@ -387,6 +443,14 @@ pub fn metrics_text(snapshot: &Snapshot) -> String {
         "weave_gossip_messages_total{{direction=\"received\"}} {}",
         snapshot.counters.gossip_received
     );
+    if let Some(f) = &snapshot.fastdp {
+        let _ = writeln!(
+            out,
+            "# HELP weave_flows Number of flows installed in the kernel datapath."
+        );
+        let _ = writeln!(out, "# TYPE weave_flows gauge");
+        let _ = writeln!(out, "weave_flows {}", f.flows);
+    }
     if let Some(m) = &snapshot.ipam_metrics {
         for (name, help, value) in [
             ("weave_ips", "Number of IP addresses allocated here.", m.ips),

@@ -441,6 +441,38 @@ impl Executor {
         out
     }
 
+    /// Makes the netdev `ifname` a port of the datapath (a container's
+    /// host veth in Fastdp mode), unless it is one already; its upcalls
+    /// come to us. Returns the port for the state machine.
+    pub fn attach_netdev(&mut self, ifname: &str) -> Result<Feedback, ExecError> {
+        let existing = match self.ovs.vports(self.dp_ifindex).get(ifname) {
+            Ok(v) => Some(v),
+            Err(OdpError::NotFound { .. }) | Err(OdpError::NoDevice { .. }) => None,
+            Err(e) => return Err(ctx(format!("looking up vport {ifname}"))(e)),
+        };
+        let v = match existing {
+            Some(v) => v,
+            None => {
+                let pids = if self.per_cpu {
+                    Vec::new()
+                } else {
+                    vec![self.upcalls.pid()]
+                };
+                let spec = VportSpec::netdev(ifname).with_upcall_pids(pids);
+                self.ovs
+                    .vports(self.dp_ifindex)
+                    .create(&spec)
+                    .map_err(ctx(format!("adding {ifname} to {}", self.name)))?
+            }
+        };
+        self.take_upcalls(&v)?;
+        Ok(Feedback::PortAdded {
+            port_no: v.port_no,
+            name: v.name.clone(),
+            kind: PortKind::Local,
+        })
+    }
+
     /// Every vport of the datapath, for `/report`.
     pub fn vports(&mut self) -> Result<Vec<VportInfo>, ExecError> {
         self.ovs

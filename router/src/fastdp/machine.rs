@@ -276,6 +276,7 @@ pub struct Fastdp {
     ports: BTreeMap<u32, (String, PortKind)>,
     macs: MacTable,
     forwarders: BTreeMap<PeerName, Forwarder>,
+    sleeve_peers: BTreeSet<PeerName>,
     cidrs: Vec<(Ipv4Net, PeerName)>,
     local_destinations: BTreeMap<Ipv4Net, String>,
     proactive: ProactiveTable,
@@ -298,6 +299,7 @@ impl Fastdp {
             ports: BTreeMap::new(),
             macs: MacTable::default(),
             forwarders: BTreeMap::new(),
+            sleeve_peers: BTreeSet::new(),
             cidrs: Vec::new(),
             local_destinations: BTreeMap::new(),
             proactive: ProactiveTable::new(),
@@ -448,6 +450,7 @@ impl Fastdp {
         let fwd = Forwarder::new(params, self.config.vxlan_port)
             .ok_or(FastdpError::NoVxlanPort(params.peer))?;
         self.ensure_vxlan(fwd.remote().port());
+        self.sleeve_peers.remove(&params.peer);
         self.forwarders.insert(params.peer, fwd);
         Ok(())
     }
@@ -464,8 +467,20 @@ impl Fastdp {
 
     /// The connection ended.
     pub fn remove_connection(&mut self, peer: PeerName) {
+        let sleeve = self.sleeve_peers.remove(&peer);
         if self.forwarders.remove(&peer).is_some() {
             self.refresh_proactive();
+        } else if sleeve {
+            self.invalidate();
+        }
+    }
+
+    /// A mesh connection without fastdp (the peer offers only the sleeve):
+    /// frames whose next hop is `peer` go out as [`Output::Sleeve`].
+    pub fn add_sleeve_connection(&mut self, peer: PeerName) {
+        if !self.forwarders.contains_key(&peer) && self.sleeve_peers.insert(peer) {
+            // Flood flows built before it exist without it.
+            self.invalidate();
         }
     }
 
@@ -656,6 +671,9 @@ impl Fastdp {
             return Via::Nowhere;
         };
         let Some(f) = self.forwarders.get(&hop) else {
+            if self.sleeve_peers.contains(&hop) {
+                return Via::Sleeve(hop);
+            }
             return Via::Nowhere;
         };
         if !f.selected() {
@@ -905,6 +923,17 @@ impl Fastdp {
     /// The counters.
     pub fn counters(&self) -> FastdpCounters {
         self.counters
+    }
+
+    /// Fastdp towards one peer, if a connection to it offers fastdp.
+    pub fn peer_status(&self, peer: PeerName) -> Option<PeerStatus> {
+        self.forwarders.get(&peer).map(|f| PeerStatus {
+            peer,
+            remote: f.remote(),
+            selected: f.selected(),
+            established: f.health().established(),
+            healthy: f.health().healthy(),
+        })
     }
 
     /// A status snapshot.

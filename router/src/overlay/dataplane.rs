@@ -14,8 +14,12 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use super::fastdp_plane::FastdpPlane;
+pub use super::fastdp_plane::{ContainerSpec, FastdpReport, VportSummary};
 use super::sockets::{PacketSocket, RecvBatch, UdpSocket, Waker, path_mtu, poll_readable};
 use super::switching::{Decision, Mac, Switch};
+use crate::fastdp::forwarder::ConnectionParams;
+use crate::fastdp::{Output as FastdpOutput, Topology};
 use crate::mesh::codec::Features;
 use crate::mesh::crypto::SessionKey;
 use crate::mesh::identity::PeerName;
@@ -31,8 +35,8 @@ use crate::sleeve::overlay_switch::{
 
 use super::switching::RouteTable;
 
-/// The overlays this data plane runs, most preferred first.
-pub const LOCAL_OVERLAYS: &[&str] = &["sleeve"];
+/// How often the fastdp report (vports, flow count) is refreshed.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Frames or datagrams read per `recvmmsg`.
 const BATCH: usize = 32;
@@ -82,8 +86,14 @@ pub enum Command {
         /// The message after the tag.
         payload: Vec<u8>,
     },
-    /// New routes.
-    Routes(RouteTable),
+    /// New routes, for the sleeve's switch and for fastdp.
+    Routes(RouteTable, Topology),
+    /// The IPAM CIDR view of the whole ring (prefix, owner).
+    CidrView(Vec<(ipnet::Ipv4Net, PeerName)>),
+    /// A container was attached.
+    ContainerAdded(ContainerSpec),
+    /// A container was detached.
+    ContainerRemoved(String),
     /// A peer was forgotten: drop its MAC entries.
     PeerGone(PeerName),
     /// End the thread.
@@ -134,6 +144,9 @@ pub struct ConnOverlayStatus {
 /// The shared per-peer status map.
 pub type StatusMap = Arc<Mutex<BTreeMap<PeerName, ConnOverlayStatus>>>;
 
+/// The shared fastdp report, refreshed by the data-plane thread.
+pub type FastdpReportCell = Arc<Mutex<Option<FastdpReport>>>;
+
 /// Counters of the data plane (logged at debug level; kept for tests and
 /// status).
 #[derive(Debug, Clone, Copy, Default)]
@@ -156,10 +169,33 @@ pub struct Counters {
 
 struct Conn {
     handle: ConnHandle,
+    /// The overlays negotiated, in switch order (empty: compat sleeve).
+    names: Vec<String>,
     sleeve: SleeveConnection,
     /// `None`: the peer predates the overlay switch (bare control tags).
     switch: Option<OverlaySwitch>,
     dirty: bool,
+}
+
+impl Conn {
+    /// The index of overlay `name` in this connection's switch.
+    fn index_of(&self, name: &str) -> Option<u8> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| u8::try_from(i).ok())
+    }
+}
+
+/// Our address on the route to `remote` (the outer source of our VXLAN
+/// frames to it), asked of the kernel with an unbound UDP connect.
+fn local_ip_towards(remote: std::net::Ipv4Addr) -> Option<std::net::Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    socket.connect((remote, 9)).ok()?;
+    match socket.local_addr().ok()? {
+        SocketAddr::V4(a) => Some(*a.ip()),
+        SocketAddr::V6(_) => None,
+    }
 }
 
 struct Outgoing {
@@ -179,13 +215,17 @@ struct State {
     events: Box<dyn Fn(OverlayEvent) + Send>,
     status: StatusMap,
     counters: Counters,
+    overlays: Vec<&'static str>,
+    fastdp: Option<FastdpPlane>,
 }
 
 /// The sockets of the data plane.
 #[derive(Debug)]
 pub struct Sockets {
-    /// Capture and injection on `vethwe-pcap`.
-    pub capture: PacketSocket,
+    /// Capture and injection on `vethwe-pcap` (Bridge mode only; with a
+    /// datapath, frames come and go through fastdp's upcalls and
+    /// executes).
+    pub capture: Option<PacketSocket>,
     /// UDP without DF (the kernel may fragment).
     pub udp: UdpSocket,
     /// UDP with DF and PMTU discovery.
@@ -200,6 +240,7 @@ pub struct Dataplane {
     commands: Receiver<Command>,
     cap_batch: RecvBatch,
     udp_batch: RecvBatch,
+    report: Option<FastdpReportCell>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -212,7 +253,10 @@ impl std::fmt::Debug for Dataplane {
 }
 
 impl Dataplane {
-    /// A loop for peer `ourself` over `sockets`.
+    /// A loop for peer `ourself` over `sockets`, offering `overlays` to
+    /// peers, with the fastdp machine (and the cell its report goes to)
+    /// when the bridge has a datapath.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ourself: PeerName,
         sockets: Sockets,
@@ -220,7 +264,13 @@ impl Dataplane {
         commands: Receiver<Command>,
         events: Box<dyn Fn(OverlayEvent) + Send>,
         status: StatusMap,
+        overlays: Vec<&'static str>,
+        fastdp: Option<(FastdpPlane, FastdpReportCell)>,
     ) -> Self {
+        let (fastdp, report) = match fastdp {
+            Some((plane, cell)) => (Some(plane), Some(cell)),
+            None => (None, None),
+        };
         Dataplane {
             state: State {
                 ourself,
@@ -231,30 +281,45 @@ impl Dataplane {
                 events,
                 status,
                 counters: Counters::default(),
+                overlays,
+                fastdp,
             },
             sockets,
             waker,
             commands,
             cap_batch: RecvBatch::new(BATCH, BUF_SIZE),
             udp_batch: RecvBatch::new(BATCH, BUF_SIZE),
+            report,
         }
     }
 
     /// Runs until [`Command::Stop`] or the command channel closes.
     pub fn run(mut self) {
         let mut next_expiry = Instant::now() + MAC_EXPIRY_CHECK;
-        let fds = [
+        let mut next_report = Instant::now();
+        // Slots: waker, udp, udp_df, then capture or the two fastdp sockets.
+        let mut fds = vec![
             self.waker.raw_fd(),
-            self.sockets.capture.raw_fd(),
             self.sockets.udp.raw_fd(),
             self.sockets.udp_df.raw_fd(),
         ];
+        if let Some(capture) = &self.sockets.capture {
+            fds.push(capture.raw_fd());
+        }
+        if let Some(f) = &self.state.fastdp {
+            fds.push(f.upcall_fd());
+            fds.push(f.vport_events_fd());
+        }
+        self.settle(Instant::now());
         loop {
             let now = Instant::now();
-            let deadline = self
+            let mut deadline = self
                 .state
                 .next_deadline()
                 .map_or(next_expiry, |d| d.min(next_expiry));
+            if self.report.is_some() {
+                deadline = deadline.min(next_report);
+            }
             let wait = deadline.saturating_duration_since(now);
             // Round up so a deadline is not polled for just before it.
             let ms = i32::try_from(wait.as_millis() + 1).unwrap_or(i32::MAX);
@@ -275,13 +340,22 @@ impl Dataplane {
             }
             let now = Instant::now();
             if ready.get(1) == Some(&true) {
-                self.capture(now);
-            }
-            if ready.get(2) == Some(&true) {
                 self.receive(false, now);
             }
-            if ready.get(3) == Some(&true) {
+            if ready.get(2) == Some(&true) {
                 self.receive(true, now);
+            }
+            if self.sockets.capture.is_some() {
+                if ready.get(3) == Some(&true) {
+                    self.capture(now);
+                }
+            } else if let Some(f) = &mut self.state.fastdp {
+                if ready.get(3) == Some(&true) {
+                    f.on_upcalls(now);
+                }
+                if ready.get(4) == Some(&true) {
+                    f.on_port_events(now);
+                }
             }
             self.state.timers(now);
             if now >= next_expiry {
@@ -290,7 +364,28 @@ impl Dataplane {
                     debug!(mac = %fmt_mac(&mac), ?location, "expired MAC");
                 }
             }
+            self.settle(now);
+            if now >= next_report {
+                next_report = now + REPORT_INTERVAL;
+                if let (Some(cell), Some(f)) = (&self.report, &mut self.state.fastdp) {
+                    let report = f.report();
+                    if let Ok(mut slot) = cell.lock() {
+                        *slot = Some(report);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs fastdp's outputs and the connections' actions until neither
+    /// has anything left, sending what they queued.
+    fn settle(&mut self, now: Instant) {
+        for _ in 0..16 {
+            let busy = self.state.pump_fastdp(now);
             self.state.flush(&self.sockets, now);
+            if !busy {
+                return;
+            }
         }
     }
 
@@ -306,9 +401,12 @@ impl Dataplane {
     }
 
     fn capture(&mut self, now: Instant) {
+        let Some(fd) = self.sockets.capture.as_ref().map(PacketSocket::raw_fd) else {
+            return;
+        };
         // A few batches per wake-up, so the UDP side gets its turn.
         for _ in 0..4 {
-            let n = match self.cap_batch.recv(self.sockets.capture.raw_fd()) {
+            let n = match self.cap_batch.recv(fd) {
                 Ok(n) => n,
                 Err(error) => {
                     // A capture interface that went away keeps the socket
@@ -330,7 +428,7 @@ impl Dataplane {
                     self.state.on_captured(c.frame, now);
                 }
             }
-            self.state.flush(&self.sockets, now);
+            self.settle(now);
             if n < BATCH {
                 return;
             }
@@ -360,10 +458,10 @@ impl Dataplane {
                         continue;
                     }
                     self.state
-                        .on_datagram(from, data, &self.sockets.capture, now);
+                        .on_datagram(from, data, self.sockets.capture.as_ref(), now);
                 }
             }
-            self.state.flush(&self.sockets, now);
+            self.settle(now);
             if n < BATCH {
                 return;
             }
@@ -418,10 +516,91 @@ impl State {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        let fastdp = self
+            .fastdp
+            .as_ref()
+            .and_then(|f| f.machine_ref().next_deadline());
         self.conns
             .values()
             .filter_map(|c| c.sleeve.poll_timeout())
+            .chain(fastdp)
             .min()
+    }
+
+    /// Carries out the fastdp machine's outputs (datapath operations
+    /// through the executor, whose results may produce more). Returns
+    /// whether there were any.
+    fn pump_fastdp(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        for _ in 0..64 {
+            let Some(f) = &mut self.fastdp else {
+                return any;
+            };
+            let outputs = f.machine().drain_outputs();
+            if outputs.is_empty() {
+                return any;
+            }
+            any = true;
+            let mut ops = Vec::new();
+            for output in outputs {
+                match output {
+                    FastdpOutput::Datapath(op) => ops.push(op),
+                    FastdpOutput::Control { peer, tag, msg } => {
+                        if let Some(c) = self.conns.get(&peer)
+                            && let Some(index) = c.index_of("fastdp")
+                        {
+                            let event = OverlayEvent::Control {
+                                conn: c.handle,
+                                tag: ProtocolTag::OverlayControl,
+                                payload: wrap_control(index, tag, &msg),
+                            };
+                            self.emit(event);
+                        }
+                    }
+                    FastdpOutput::Established { peer } => {
+                        info!(%peer, "fastdp established");
+                        self.with_fastdp_switch(peer, |s, i| s.on_established(i));
+                    }
+                    FastdpOutput::Health { peer, healthy } => {
+                        if healthy {
+                            info!(%peer, "fastdp healthy");
+                        } else {
+                            warn!(%peer, "fastdp unhealthy: no heartbeat for 60 s");
+                        }
+                        self.with_fastdp_switch(peer, |s, i| s.on_health(i, healthy));
+                    }
+                    FastdpOutput::Sleeve {
+                        next_hop,
+                        src,
+                        dst,
+                        frame,
+                    } => {
+                        let broadcast = frame.first().is_some_and(|b| b & 1 == 1);
+                        self.forward_to(next_hop, src, dst, &frame, broadcast);
+                    }
+                }
+            }
+            if let Some(f) = &mut self.fastdp {
+                f.apply(ops, now);
+            }
+        }
+        any
+    }
+
+    /// Runs `op` on the switch of the connection to `peer` with fastdp's
+    /// index in it, and republishes the connection's status.
+    fn with_fastdp_switch(&mut self, peer: PeerName, op: impl FnOnce(&mut OverlaySwitch, usize)) {
+        let Some(c) = self.conns.get_mut(&peer) else {
+            return;
+        };
+        let Some(index) = c.index_of("fastdp") else {
+            return;
+        };
+        if let Some(switch) = &mut c.switch {
+            op(switch, usize::from(index));
+        }
+        c.dirty = true;
+        self.publish(peer);
     }
 
     fn command(&mut self, command: Command, now: Instant) {
@@ -430,6 +609,9 @@ impl State {
             Command::Remove { conn, remote } => {
                 if self.conns.get(&remote).is_some_and(|c| c.handle == conn) {
                     self.conns.remove(&remote);
+                    if let Some(f) = &mut self.fastdp {
+                        f.machine().remove_connection(remote);
+                    }
                     if let Ok(mut map) = self.status.lock() {
                         map.remove(&remote);
                     }
@@ -437,7 +619,28 @@ impl State {
                 }
             }
             Command::Control { conn, tag, payload } => self.control(conn, tag, &payload, now),
-            Command::Routes(routes) => self.switch.set_routes(routes),
+            Command::Routes(routes, topology) => {
+                self.switch.set_routes(routes);
+                if let Some(f) = &mut self.fastdp {
+                    f.machine().set_topology(topology);
+                }
+            }
+            Command::CidrView(view) => {
+                let ourself = self.ourself;
+                if let Some(f) = &mut self.fastdp {
+                    f.set_cidr_view(view, ourself);
+                }
+            }
+            Command::ContainerAdded(spec) => {
+                if let Some(f) = &mut self.fastdp {
+                    f.container_added(spec, now);
+                }
+            }
+            Command::ContainerRemoved(id) => {
+                if let Some(f) = &mut self.fastdp {
+                    f.container_removed(&id);
+                }
+            }
             Command::PeerGone(peer) => {
                 let n = self.switch.macs_mut().forget_peer(peer);
                 debug!(%peer, n, "forgot the MACs of a removed peer");
@@ -448,7 +651,7 @@ impl State {
 
     fn add(&mut self, spec: ConnSpec, now: Instant) {
         let setup = match negotiate(
-            LOCAL_OVERLAYS,
+            &self.overlays,
             spec.features.get(OVERLAYS_FEATURE).map(String::as_str),
         ) {
             Ok(setup) => setup,
@@ -460,16 +663,34 @@ impl State {
                 return;
             }
         };
+        let names = match &setup {
+            SwitchSetup::Compat => Vec::new(),
+            SwitchSetup::Switch(names) => names.clone(),
+        };
+        let fastdp_started = if names.iter().any(|n| n == "fastdp") {
+            self.start_fastdp(&spec, now)
+        } else {
+            if let Some(f) = &mut self.fastdp {
+                f.machine().remove_connection(spec.remote);
+                f.machine().add_sleeve_connection(spec.remote);
+            }
+            Err("not offered".to_string())
+        };
+        if let Err(error) = &fastdp_started
+            && names.iter().any(|n| n == "fastdp")
+        {
+            warn!(remote = %spec.remote, %error, "fastdp could not start on the connection");
+        }
         let switch = match setup {
             SwitchSetup::Compat => None,
             SwitchSetup::Switch(names) => Some(OverlaySwitch::new(
                 names
                     .into_iter()
                     .map(|name| {
-                        let started = if name == "sleeve" {
-                            Ok(())
-                        } else {
-                            Err(format!("{name} is not available"))
+                        let started = match name.as_str() {
+                            "sleeve" => Ok(()),
+                            "fastdp" => fastdp_started.clone(),
+                            _ => Err(format!("{name} is not available")),
                         };
                         (name, started)
                     })
@@ -490,18 +711,44 @@ impl State {
             remote = %spec.remote,
             encrypted = sleeve.status().encrypted,
             ?remote_addr,
-            "sleeve started"
+            overlays = ?names,
+            "overlays started"
         );
         self.conns.insert(
             spec.remote,
             Conn {
                 handle: spec.conn,
+                names,
                 sleeve,
                 switch,
-                dirty: false,
+                dirty: true,
             },
         );
         self.publish(spec.remote);
+    }
+
+    /// Starts fastdp on a new connection: its VXLAN address and heartbeats.
+    fn start_fastdp(&mut self, spec: &ConnSpec, now: Instant) -> Result<(), String> {
+        let Some(f) = &mut self.fastdp else {
+            return Err("no datapath".into());
+        };
+        let SocketAddr::V4(remote_tcp) = spec.remote_addr else {
+            return Err("no IPv6 underlay for fastdp".into());
+        };
+        let local_ip = local_ip_towards(*remote_tcp.ip())
+            .ok_or_else(|| format!("no route to {}", remote_tcp.ip()))?;
+        let m = f.machine();
+        m.remove_connection(spec.remote);
+        m.add_connection(ConnectionParams {
+            peer: spec.remote,
+            conn_uid: spec.conn_uid,
+            local_ip,
+            remote_tcp,
+            outbound: spec.outbound,
+        })
+        .map_err(|e| e.to_string())?;
+        m.confirm_connection(spec.remote, now)
+            .map_err(|e| e.to_string())
     }
 
     fn control(&mut self, conn: ConnHandle, tag: ProtocolTag, payload: &[u8], now: Instant) {
@@ -509,12 +756,17 @@ impl State {
             return;
         };
         let peer = *peer;
-        let (sub_tag, msg) = if tag == ProtocolTag::OverlayControl {
+        let (overlay, sub_tag, msg) = if tag == ProtocolTag::OverlayControl {
             match unwrap_control(payload) {
-                // Sleeve is the only overlay we run, always at index 0.
-                Ok(m) if m.index == 0 && c.switch.is_some() => (m.tag, m.msg),
+                Ok(m) if c.switch.is_some() => match c.names.get(usize::from(m.index)) {
+                    Some(name) => (name.as_str(), m.tag, m.msg),
+                    None => {
+                        debug!(%peer, index = m.index, "control message for an overlay we do not run");
+                        return;
+                    }
+                },
                 Ok(m) => {
-                    debug!(%peer, index = m.index, "control message for an overlay we do not run");
+                    debug!(%peer, index = m.index, "wrapped control message on a compat connection");
                     return;
                 }
                 Err(error) => {
@@ -523,10 +775,20 @@ impl State {
                 }
             }
         } else {
-            (tag.byte(), payload)
+            ("sleeve", tag.byte(), payload)
         };
-        if let Err(error) = c.sleeve.on_control(now, sub_tag, msg) {
-            debug!(%peer, %error, "sleeve control message ignored");
+        match overlay {
+            "sleeve" => {
+                if let Err(error) = c.sleeve.on_control(now, sub_tag, msg) {
+                    debug!(%peer, %error, "sleeve control message ignored");
+                }
+            }
+            "fastdp" => {
+                if let Some(f) = &mut self.fastdp {
+                    f.machine().control_message(peer, sub_tag, msg, now);
+                }
+            }
+            other => debug!(%peer, overlay = other, "control message ignored"),
         }
     }
 
@@ -535,6 +797,11 @@ impl State {
             if c.sleeve.poll_timeout().is_some_and(|t| t <= now) {
                 c.sleeve.handle_timeout(now);
             }
+        }
+        if let Some(f) = &mut self.fastdp
+            && f.machine_ref().next_deadline().is_some_and(|t| t <= now)
+        {
+            f.machine().poll(now);
         }
     }
 
@@ -587,7 +854,7 @@ impl State {
         &mut self,
         from: SocketAddr,
         data: &mut [u8],
-        capture: &PacketSocket,
+        capture: Option<&PacketSocket>,
         now: Instant,
     ) {
         let Ok((sender, _)) = split_sender(data) else {
@@ -618,6 +885,20 @@ impl State {
             self.counters.bad_datagrams += 1;
             debug!(%sender, %error, "datagram dropped");
         }
+        if let Some(f) = &mut self.fastdp {
+            // With a datapath, fastdp is the bridge: it delivers, relays
+            // or floods what the sleeve brought, as it would a tunnelled
+            // frame.
+            for (src, dst, offset, len) in records {
+                if let Some(frame) = body.get(offset..offset.saturating_add(len)) {
+                    f.machine().inject(src, dst, frame.to_vec(), now);
+                }
+            }
+            return;
+        }
+        let Some(capture) = capture else {
+            return;
+        };
         let mut local: Vec<&[u8]> = Vec::new();
         for (src, dst, offset, len) in records {
             let Some(frame) = body.get(offset..offset.saturating_add(len)) else {
@@ -669,9 +950,22 @@ impl State {
             }
             if !self.inject.is_empty() {
                 let frames = std::mem::take(&mut self.inject);
-                let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-                let (sent, _) = sockets.capture.inject(&refs);
-                self.counters.injected += sent as u64;
+                match (&sockets.capture, &mut self.fastdp) {
+                    (Some(capture), _) => {
+                        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+                        let (sent, _) = capture.inject(&refs);
+                        self.counters.injected += sent as u64;
+                    }
+                    (None, Some(f)) => {
+                        // ICMP for a local sender: fastdp delivers it to
+                        // the port its destination MAC was learnt on.
+                        for frame in frames {
+                            self.counters.injected += 1;
+                            f.machine().inject(self.ourself, self.ourself, frame, now);
+                        }
+                    }
+                    (None, None) => {}
+                }
             }
             if self.out.is_empty() {
                 return;
@@ -762,10 +1056,12 @@ impl State {
     fn drain(&mut self, peer: PeerName) {
         let mut events = Vec::new();
         let mut changed = false;
+        let mut selected = None;
         {
             let Some(c) = self.conns.get_mut(&peer) else {
                 return;
             };
+            let sleeve_index = c.index_of("sleeve").unwrap_or(0);
             if c.dirty {
                 c.sleeve.flush();
                 c.dirty = false;
@@ -786,7 +1082,7 @@ impl State {
                             Some(_) => OverlayEvent::Control {
                                 conn: c.handle,
                                 tag: ProtocolTag::OverlayControl,
-                                payload: wrap_control(0, tag, &body),
+                                payload: wrap_control(sleeve_index, tag, &body),
                             },
                             None => match ProtocolTag::from_byte(tag) {
                                 Some(tag) => OverlayEvent::Control {
@@ -803,7 +1099,7 @@ impl State {
                         changed = true;
                         info!(%peer, "sleeve established");
                         match &mut c.switch {
-                            Some(switch) => switch.on_established(0),
+                            Some(switch) => switch.on_established(usize::from(sleeve_index)),
                             None => events.push(OverlayEvent::Established { conn: c.handle }),
                         }
                     }
@@ -815,7 +1111,9 @@ impl State {
                         changed = true;
                         warn!(%peer, %error, "sleeve failed");
                         match &mut c.switch {
-                            Some(switch) => switch.on_error(0, error.to_string()),
+                            Some(switch) => {
+                                switch.on_error(usize::from(sleeve_index), error.to_string())
+                            }
                             None => events.push(OverlayEvent::Failed {
                                 conn: c.handle,
                                 reason: error.to_string(),
@@ -833,6 +1131,7 @@ impl State {
                         SwitchEvent::Using { name, .. } => {
                             changed = true;
                             info!(%peer, overlay = %name, "using overlay");
+                            selected = Some(name == "fastdp");
                         }
                         SwitchEvent::Stop(_) => {}
                         SwitchEvent::NoWorkingForwarders => events.push(OverlayEvent::Failed {
@@ -846,6 +1145,11 @@ impl State {
         for event in events {
             self.emit(event);
         }
+        if let (Some(selected), Some(f)) = (selected, &mut self.fastdp)
+            && let Err(error) = f.machine().set_selected(peer, selected)
+        {
+            debug!(%peer, %error, "fastdp selection");
+        }
         if changed {
             self.publish(peer);
         }
@@ -855,12 +1159,25 @@ impl State {
         let Some(c) = self.conns.get(&peer) else {
             return;
         };
-        let attrs: Vec<(String, String)> = c
+        let mut attrs: Vec<(String, String)> = c
             .sleeve
             .attrs()
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
+        if let Some(p) = self
+            .fastdp
+            .as_ref()
+            .and_then(|f| f.machine_ref().peer_status(peer))
+        {
+            let health = match (p.established, p.healthy) {
+                (false, _) => "starting",
+                (true, true) => "healthy",
+                (true, false) => "unhealthy",
+            };
+            attrs.push(("fastdp".into(), health.into()));
+            attrs.push(("vxlan".into(), p.remote.to_string()));
+        }
         let status = match &c.switch {
             Some(switch) => {
                 let s = switch.status();

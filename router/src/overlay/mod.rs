@@ -1,14 +1,22 @@
-//! The Bridge-mode data plane: the shell that runs the [`crate::sleeve`]
-//! state machines over real sockets, between the `weave` bridge and the
-//! UDP underlay.
+//! The data plane: the shell that runs the [`crate::sleeve`] and
+//! [`crate::fastdp`] state machines over real sockets, between the `weave`
+//! bridge (or datapath) and the underlay.
 //!
 //! # Shape
 //!
-//! - [`runtime`]: what the router task calls. [`runtime::setup_bridge`]
-//!   builds the `weave` bridge with its `vethwe-bridge`/`vethwe-pcap`
-//!   pair; [`runtime::Overlay`] starts the data-plane thread and forwards
-//!   mesh events to it (connection added/removed, overlay control
-//!   messages, routes).
+//! - [`runtime`]: what the router task calls. [`runtime::start`] probes
+//!   the kernel for openvswitch, plans and builds the bridge in the mode
+//!   the options and the kernel allow (BridgedFastdp by default, Fastdp
+//!   with `--no-bridged-fastdp`, Bridge with `--no-fastdp` or without
+//!   openvswitch, saying why), and starts the data-plane thread;
+//!   [`runtime::Overlay`] forwards mesh events to it (connection
+//!   added/removed, overlay control messages, routes, the IPAM CIDR view,
+//!   containers).
+//! - [`fastdp_plane`]: with a datapath, the fastdp machine and its
+//!   executor, upcall and vport sockets. Fastdp is then the bridge: the
+//!   sleeve's frames are injected through it and frames it sends by the
+//!   sleeve (peers without fastdp, or whose switch fell back) come from its
+//!   misses; no capture socket is used.
 //! - [`dataplane`]: one thread, one `poll(2)` loop over the capture
 //!   socket, the two sleeve UDP sockets and an eventfd for commands. It
 //!   owns every sleeve connection and the [`switching::Switch`]; nothing
@@ -88,11 +96,16 @@
 //!
 //! # Overlays negotiated
 //!
-//! The `Overlays` feature is `sleeve`. A peer offering `fastdp sleeve`
-//! agrees on the sleeve at index 0 of the switch; a peer with no
-//! `Overlays` feature gets the bare legacy control tags.
+//! The `Overlays` feature is `fastdp sleeve` with a datapath (unless a
+//! password is set: fastdp has no IPsec here, so the encrypted sleeve
+//! carries traffic) and `sleeve` in Bridge mode. Every overlay both ends
+//! list starts; each connection's [`crate::sleeve::overlay_switch`] sends
+//! by the best healthy one (fastdp first) and falls back to the sleeve
+//! when fastdp heartbeats stop for 60 s. A peer with no `Overlays` feature
+//! gets the bare legacy control tags.
 
 pub mod dataplane;
+pub mod fastdp_plane;
 pub mod runtime;
 pub mod sockets;
 pub mod switching;

@@ -10,19 +10,26 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
+use ipnet::Ipv4Net;
+use odp::handle::DatapathOptions;
+
 use super::dataplane::{
-    Command, ConnOverlayStatus, ConnSpec, Dataplane, LOCAL_OVERLAYS, OverlayEvent, Sockets,
-    StatusMap,
+    Command, ConnOverlayStatus, ConnSpec, ContainerSpec, Dataplane, FastdpReport, FastdpReportCell,
+    OverlayEvent, Sockets, StatusMap,
 };
+use super::fastdp_plane::FastdpPlane;
 use super::sockets::{PMTUDISC_DO, PMTUDISC_DONT, PacketSocket, UdpSocket, Waker};
 use super::switching::RouteTable;
+use crate::fastdp::executor::Executor;
+use crate::fastdp::{Fastdp, FastdpConfig};
 use crate::mesh::codec::Features;
 use crate::mesh::identity::PeerName;
 use crate::mesh::router::{ConnHandle, MeshRouter, Output};
 use crate::mesh::wire::ProtocolTag;
+use crate::net::datapath::{DatapathOps, probe_openvswitch};
 use crate::net::ethtool;
-use crate::net::link::MacAddr;
-use crate::net::plan::{BRIDGE_IF, BridgeConfig, BridgePlan, OdpSupport, PCAP_IF};
+use crate::net::odp_datapath::OdpDatapath;
+use crate::net::plan::{BRIDGE_IF, BridgeConfig, BridgePlan, BridgeType, OdpSupport, PCAP_IF};
 use crate::net::rtnl::Rtnl;
 use crate::net::setup::{SetupError, ensure_bridge};
 use crate::net::sysctl::Sysctl;
@@ -37,6 +44,9 @@ pub enum StartError {
     /// Opening rtnetlink failed.
     #[error("rtnetlink: {0}")]
     Rtnl(String),
+    /// The kernel datapath could not be driven.
+    #[error("fastdp: {0}")]
+    Datapath(String),
     /// The blocking set-up task failed.
     #[error("bridge set-up task: {0}")]
     Task(String),
@@ -51,62 +61,181 @@ pub enum StartError {
     },
 }
 
-/// Sets up the weave bridge in Bridge mode (blocking: run it with
-/// `spawn_blocking`), with checksums and segmentation done by the kernel
-/// before frames reach the capture end (see the module docs).
-pub fn setup_bridge(
-    name: PeerName,
-    bridge: &str,
-    mtu: Option<u32>,
-) -> Result<BridgePlan, StartError> {
+/// How the data plane runs, for the log and the status pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneMode {
+    /// The bridge type set up.
+    pub bridge_type: BridgeType,
+    /// The type the options asked for.
+    pub requested: BridgeType,
+    /// Why fastdp is off although it was asked for (no openvswitch).
+    pub fallback: Option<String>,
+    /// Why the fastdp overlay is not offered to peers even though the
+    /// bridge has a datapath (e.g. encryption).
+    pub overlay_note: Option<String>,
+    /// The MTU of the bridge devices (and of fastdp's heartbeats).
+    pub mtu: u32,
+    /// The bridge's name.
+    pub bridge: String,
+    /// The datapath's name, if the type has one.
+    pub datapath: Option<String>,
+    /// The overlays offered to peers, most preferred first.
+    pub overlays: Vec<&'static str>,
+}
+
+impl DataplaneMode {
+    /// The `FastDP:` line of `/status`: enabled, or disabled and why.
+    pub fn fastdp_line(&self) -> String {
+        if self.overlays.contains(&"fastdp") {
+            return format!(
+                "enabled ({}, datapath {}, mtu {})",
+                self.bridge_type,
+                self.datapath.as_deref().unwrap_or("?"),
+                self.mtu
+            );
+        }
+        let why = match (&self.fallback, &self.overlay_note) {
+            (Some(why), _) => format!("unavailable: {why}"),
+            (None, Some(why)) => why.clone(),
+            (None, None) => "disabled by --no-fastdp".to_string(),
+        };
+        format!("disabled ({why})")
+    }
+}
+
+/// Sets up the bridge for `config` (blocking: run it with
+/// `spawn_blocking`). Probes the kernel for openvswitch; without it a
+/// fastdp request falls back to Bridge (the plan says why). In Bridge mode
+/// checksums and segmentation are left to the kernel before frames reach
+/// the capture end (see the module docs).
+pub fn setup_bridge(config: &BridgeConfig) -> Result<BridgePlan, StartError> {
     let mut rtnl = Rtnl::open().map_err(|e| StartError::Rtnl(e.to_string()))?;
     let sysctl = Sysctl::new("/proc");
-    let mut config = BridgeConfig::new(MacAddr(name.to_bytes()));
-    config.weave_bridge = bridge.to_string();
-    config.no_fastdp = true;
-    config.mtu = mtu;
-    let odp = OdpSupport::Missing("the fastdp data plane is not built yet".into());
-    let plan = ensure_bridge(&mut rtnl, &sysctl, None, &config, &odp)?;
-    match ethtool::tx_checksum(BRIDGE_IF) {
-        Ok(true) => {
-            if let Err(error) = ethtool::tx_checksum_off(BRIDGE_IF) {
-                warn!(%error, "could not turn tx checksum offload off on {BRIDGE_IF}; completing checksums in userspace");
+    let odp = probe_openvswitch();
+    let mut driver = match &odp {
+        OdpSupport::Available => Some(
+            OdpDatapath::connect(DatapathOptions::default())
+                .map_err(|e| StartError::Datapath(e.to_string()))?,
+        ),
+        OdpSupport::Missing(_) => None,
+    };
+    let plan = ensure_bridge(
+        &mut rtnl,
+        &sysctl,
+        driver.as_mut().map(|d| d as &mut dyn DatapathOps),
+        config,
+        &odp,
+    )?;
+    if plan.bridge_type == BridgeType::Bridge {
+        match ethtool::tx_checksum(BRIDGE_IF) {
+            Ok(true) => {
+                if let Err(error) = ethtool::tx_checksum_off(BRIDGE_IF) {
+                    warn!(%error, "could not turn tx checksum offload off on {BRIDGE_IF}; completing checksums in userspace");
+                }
             }
+            Ok(false) => {}
+            Err(error) => warn!(%error, "reading tx checksum offload of {BRIDGE_IF}"),
         }
-        Ok(false) => {}
-        Err(error) => warn!(%error, "reading tx checksum offload of {BRIDGE_IF}"),
     }
     Ok(plan)
 }
 
-/// Sets up the bridge (on a blocking thread) and starts the data plane:
-/// what the daemon runs at start-up in Bridge mode.
-pub async fn start_bridge_mode(
-    ourself: PeerName,
-    bridge: String,
-    mtu: Option<u32>,
-    port: u16,
+/// What the daemon needs to start the data plane.
+#[derive(Debug, Clone)]
+pub struct StartConfig {
+    /// Our peer name.
+    pub ourself: PeerName,
+    /// The bridge options.
+    pub bridge: BridgeConfig,
+    /// The mesh port (sleeve UDP; VXLAN on port + 1).
+    pub port: u16,
+    /// Whether a password encrypts the overlay: fastdp (which would need
+    /// IPsec) is then not offered and traffic goes by the encrypted sleeve.
+    pub encrypted: bool,
+}
+
+/// Sets up the bridge (on a blocking thread) and starts the data plane in
+/// the mode the set-up chose: what the daemon runs at start-up.
+pub async fn start(
+    config: StartConfig,
     events: Box<dyn Fn(OverlayEvent) + Send>,
 ) -> Result<Overlay, StartError> {
-    let plan = tokio::task::spawn_blocking(move || setup_bridge(ourself, &bridge, mtu))
-        .await
-        .map_err(|e| StartError::Task(e.to_string()))??;
-    info!(
-        bridge = %plan.bridge,
-        bridge_type = %plan.bridge_type,
-        mtu = plan.mtu,
-        "bridge ready"
-    );
-    Overlay::start(ourself, port, events)
+    let bridge = config.bridge.clone();
+    let (plan, executor) = tokio::task::spawn_blocking(move || {
+        let plan = setup_bridge(&bridge)?;
+        let executor = match &plan.datapath {
+            Some(dp) if plan.bridge_type.is_fastdp() => {
+                Some(Executor::open(dp).map_err(|e| StartError::Datapath(e.to_string()))?)
+            }
+            _ => None,
+        };
+        Ok::<_, StartError>((plan, executor))
+    })
+    .await
+    .map_err(|e| StartError::Task(e.to_string()))??;
+    let mut overlay_note = None;
+    let overlays: Vec<&'static str> = if plan.bridge_type.is_fastdp() {
+        if config.encrypted {
+            overlay_note = Some(
+                "encryption is on and fastdp has no IPsec here: traffic goes by the encrypted sleeve"
+                    .to_string(),
+            );
+            vec!["sleeve"]
+        } else {
+            vec!["fastdp", "sleeve"]
+        }
+    } else {
+        vec!["sleeve"]
+    };
+    let mode = DataplaneMode {
+        bridge_type: plan.bridge_type,
+        requested: plan.requested,
+        fallback: plan.fallback.clone(),
+        overlay_note,
+        mtu: plan.mtu,
+        bridge: plan.bridge.clone(),
+        datapath: plan.datapath.clone(),
+        overlays,
+    };
+    match &mode.fallback {
+        Some(why) => warn!(
+            requested = %plan.requested,
+            "fastdp unavailable, falling back to Bridge mode (sleeve only): {why}"
+        ),
+        None => info!(
+            bridge = %plan.bridge,
+            bridge_type = %plan.bridge_type,
+            mtu = plan.mtu,
+            "bridge ready"
+        ),
+    }
+    if let Some(note) = &mode.overlay_note {
+        warn!("fastdp overlay not offered: {note}");
+    }
+    let fastdp = match executor {
+        Some((exec, ports)) => {
+            let vxlan_port = config.port.checked_add(1).ok_or_else(|| {
+                StartError::Datapath("no VXLAN port after mesh port 65535".into())
+            })?;
+            let mut fc = FastdpConfig::new(config.ourself, mode.mtu as usize);
+            fc.vxlan_port = vxlan_port;
+            Some(FastdpPlane::new(
+                Fastdp::new(fc, Instant::now()),
+                exec,
+                ports,
+                mode.bridge_type,
+                mode.overlays.contains(&"fastdp"),
+            ))
+        }
+        None => None,
+    };
+    Overlay::start(config.ourself, config.port, mode, fastdp, events)
 }
 
 /// The features the overlay adds to the mesh handshake.
-pub fn overlay_features() -> Features {
+pub fn overlay_features(overlays: &[&str]) -> Features {
     let mut features = Features::new();
-    features.insert(
-        OVERLAYS_FEATURE.to_string(),
-        overlays_feature(LOCAL_OVERLAYS),
-    );
+    features.insert(OVERLAYS_FEATURE.to_string(), overlays_feature(overlays));
     features
 }
 
@@ -115,30 +244,45 @@ pub struct Overlay {
     commands: Sender<Command>,
     waker: Arc<Waker>,
     status: StatusMap,
+    report: FastdpReportCell,
+    mode: DataplaneMode,
     thread: Option<JoinHandle<()>>,
     fingerprint: Vec<(PeerName, u64, u64)>,
+    cidr_view: Vec<(Ipv4Net, PeerName)>,
 }
 
 impl std::fmt::Debug for Overlay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Overlay").finish_non_exhaustive()
+        f.debug_struct("Overlay")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 
 impl Overlay {
-    /// Opens the capture socket on `vethwe-pcap` and the sleeve sockets
-    /// on UDP `port`, and starts the data-plane thread for peer `ourself`.
-    /// `events` is called from that thread.
+    /// Opens the sleeve sockets on UDP `port` (and, in Bridge mode, the
+    /// capture socket on `vethwe-pcap`), and starts the data-plane thread
+    /// for peer `ourself`, with the fastdp machine when the mode has a
+    /// datapath. `events` is called from that thread.
     pub fn start(
         ourself: PeerName,
         port: u16,
+        mode: DataplaneMode,
+        fastdp: Option<FastdpPlane>,
         events: Box<dyn Fn(OverlayEvent) + Send>,
     ) -> Result<Overlay, StartError> {
+        let capture = if fastdp.is_none() {
+            Some(
+                PacketSocket::open(PCAP_IF).map_err(|source| StartError::Socket {
+                    what: "capture socket on vethwe-pcap",
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
         let sockets = Sockets {
-            capture: PacketSocket::open(PCAP_IF).map_err(|source| StartError::Socket {
-                what: "capture socket on vethwe-pcap",
-                source,
-            })?,
+            capture,
             udp: UdpSocket::bind(port, PMTUDISC_DONT).map_err(|source| StartError::Socket {
                 what: "sleeve UDP socket",
                 source,
@@ -154,6 +298,7 @@ impl Overlay {
         })?);
         let (commands, queue) = channel();
         let status: StatusMap = Arc::new(Mutex::new(BTreeMap::new()));
+        let report: FastdpReportCell = Arc::new(Mutex::new(None));
         let dataplane = Dataplane::new(
             ourself,
             sockets,
@@ -161,22 +306,61 @@ impl Overlay {
             queue,
             events,
             status.clone(),
+            mode.overlays.clone(),
+            fastdp.map(|f| (f, report.clone())),
         );
         let thread = std::thread::Builder::new()
-            .name("sleeve".into())
+            .name("dataplane".into())
             .spawn(move || dataplane.run())
             .map_err(|source| StartError::Socket {
                 what: "data-plane thread",
                 source,
             })?;
-        info!(port, "sleeve data plane capturing on {PCAP_IF}");
+        info!(port, bridge_type = %mode.bridge_type, overlays = ?mode.overlays, "data plane started");
         Ok(Overlay {
             commands,
             waker,
             status,
+            report,
+            mode,
             thread: Some(thread),
             fingerprint: Vec::new(),
+            cidr_view: Vec::new(),
         })
+    }
+
+    /// How the data plane runs.
+    pub fn mode(&self) -> &DataplaneMode {
+        &self.mode
+    }
+
+    /// The features to offer in the mesh handshake.
+    pub fn features(&self) -> Features {
+        overlay_features(&self.mode.overlays)
+    }
+
+    /// The latest fastdp report (vports, flows), when fastdp runs.
+    pub fn fastdp_report(&self) -> Option<FastdpReport> {
+        self.report.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// The allocator's view of the whole ring changed (or may have):
+    /// hands it to fastdp when it differs from the last one.
+    pub fn set_cidr_view(&mut self, view: Vec<(Ipv4Net, PeerName)>) {
+        if view != self.cidr_view {
+            self.cidr_view = view.clone();
+            self.send(Command::CidrView(view));
+        }
+    }
+
+    /// A container was attached (`PUT /container/{id}`).
+    pub fn container_added(&self, container: ContainerSpec) {
+        self.send(Command::ContainerAdded(container));
+    }
+
+    /// A container was detached (`DELETE /container/{id}`).
+    pub fn container_removed(&self, id: String) {
+        self.send(Command::ContainerRemoved(id));
     }
 
     fn send(&self, command: Command) {
@@ -217,9 +401,10 @@ impl Overlay {
             return;
         }
         self.fingerprint = fingerprint;
-        let routes = mesh.routes().clone();
+        let mut routes = mesh.routes().clone();
         let table = RouteTable::from_mesh(mesh.peers(), &routes);
-        self.send(Command::Routes(table));
+        let topology = crate::fastdp::inputs::topology(mesh.peers(), &mut routes);
+        self.send(Command::Routes(table, topology));
     }
 
     /// Passes the mesh outputs the overlay cares about to the data plane
