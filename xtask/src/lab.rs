@@ -69,6 +69,14 @@ pub fn run_once(args: &LabArgs) -> Result<i32> {
              that ends with the run; use --mode sleeve to keep a lab on this machine"
         );
     }
+    // Idempotent and quick when everything is there; on a fresh machine
+    // this is what makes `cargo xtask lab` work as the first command.
+    let tools = if in_vm {
+        Some(setup::vm().and_then(|tools| setup::host().map(|()| tools))?)
+    } else {
+        setup::host()?;
+        None
+    };
     let bin = build()?;
     let mut argv: Vec<String> = vec![
         bin.join("weave-lab").to_string_lossy().into_owned(),
@@ -91,7 +99,7 @@ pub fn run_once(args: &LabArgs) -> Result<i32> {
             "==> this kernel has no openvswitch module: running the fastdp lab in the VM \
              (QEMU without KVM: slow to boot)"
         );
-        let tools = setup::vm()?;
+        let tools = tools.context("the VM's tools were not set up")?;
         let outcome = vm::run(
             &tools,
             &VmArgs {

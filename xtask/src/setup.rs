@@ -24,8 +24,10 @@ const HOST_PACKAGES: &[&str] = &[
     "iperf3",
     "procps",
     "containernetworking-plugins",
-    "vagrant",
 ];
+
+/// Debian packages only the file checks use (`vagrant validate`).
+const CHECK_PACKAGES: &[&str] = &["vagrant"];
 
 /// Debian packages the VM and the tests inside it use.
 const VM_PACKAGES: &[&str] = &[
@@ -60,7 +62,14 @@ pub struct VmTools {
 pub fn all() -> Result<VmTools> {
     let mut apt = Apt::default();
     apt.ensure(HOST_PACKAGES)?;
+    apt.ensure(CHECK_PACKAGES)?;
     vm_with(&mut apt)
+}
+
+/// Installs the Debian packages the host-namespace tests and the sleeve
+/// lab use (not the VM).
+pub fn host() -> Result<()> {
+    Apt::default().ensure(HOST_PACKAGES)
 }
 
 /// Installs what the VM needs and returns how to boot it.
