@@ -11,9 +11,12 @@
 //! 3. [`handle`]: typed synchronous datapath, vport, flow and packet handles
 //!    behind one [`handle::Ovs`] connection.
 //!
+//! [`text`] reads and prints keys, masks and actions in `ovs-dpctl`'s syntax.
+//!
 //! Tests that need the kernel datapath live in `tests/vm_*.rs`, are marked
 //! `#[ignore]`, and run inside `cargo xtask vm` with `--include-ignored`.
 
 pub mod handle;
+pub mod text;
 pub mod transport;
 pub mod wire;
