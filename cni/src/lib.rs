@@ -1,40 +1,29 @@
-//! The weave-rs CNI plugins, `weave-net` and `weave-ipam`.
+//! The weave-rs CNI plugins, `weave-net` and `weave-ipam`, for CNI spec
+//! 1.1.0 (and the 0.3.0–1.0.0 layouts).
 //!
-//! Both binaries follow the CNI 1.1 protocol: the command in `CNI_COMMAND`,
-//! the network configuration on stdin, a JSON result or error on stdout.
+//! Both binaries follow the CNI protocol: the command in `CNI_COMMAND`, the
+//! network configuration on stdin, a JSON result (or the spec's error
+//! object, with a non-zero exit) on stdout, logs on stderr. Addresses come
+//! from weave-router's IPAM over its HTTP API (`WEAVE_HTTP_ADDR`, default
+//! 127.0.0.1:6784); `weave-net` puts the container on the router's Linux
+//! bridge through a veth pair named as Weave named them.
 
-use serde::Serialize;
+pub mod attach;
+pub mod config;
+pub mod delegate;
+pub mod env;
+pub mod error;
+pub mod fuzz;
+pub mod http;
+pub mod install;
+pub mod ipam;
+pub mod netns;
+pub mod plugin;
+pub mod result;
+pub mod router;
+pub mod rtnl;
+pub mod sys;
+pub mod version;
 
-/// A CNI error as the runtime reads it from stdout.
-#[derive(Debug, Serialize)]
-pub struct CniError {
-    /// The CNI version the error is reported in.
-    #[serde(rename = "cniVersion")]
-    pub cni_version: String,
-    /// A well-known CNI error code (1–11, 50, 51) or a plugin-specific one (100+).
-    pub code: u32,
-    /// A short message.
-    pub msg: String,
-    /// Longer details, possibly empty.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub details: String,
-}
-
-/// Prints `error` on stdout (where libcni reads it) and exits non-zero.
-pub fn fail(error: &CniError) -> ! {
-    match serde_json::to_string(error) {
-        Ok(text) => println!("{text}"),
-        Err(_) => println!("{{\"code\":{},\"msg\":\"internal error\"}}", error.code),
-    }
-    std::process::exit(1)
-}
-
-/// Runs a plugin that does not support any command yet.
-pub fn unsupported(plugin: &str) -> ! {
-    fail(&CniError {
-        cni_version: "1.1.0".into(),
-        code: 4,
-        msg: format!("{plugin}: CNI_COMMAND is not supported yet"),
-        details: String::new(),
-    })
-}
+pub use error::{CniError, Code};
+pub use plugin::{Plugin, invoke};

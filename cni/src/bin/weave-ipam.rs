@@ -1,5 +1,5 @@
 //! `weave-ipam`: the CNI IPAM plugin that asks weave-router for addresses.
 
 fn main() {
-    weave_cni::unsupported("weave-ipam")
+    std::process::exit(weave_cni::invoke(weave_cni::Plugin::Ipam))
 }

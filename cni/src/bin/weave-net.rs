@@ -1,5 +1,5 @@
 //! `weave-net`: the CNI plugin that attaches a container to the weave bridge.
 
 fn main() {
-    weave_cni::unsupported("weave-net")
+    std::process::exit(weave_cni::invoke(weave_cni::Plugin::Net))
 }

@@ -1,0 +1,500 @@
+//! `weave-net`'s work on the host and in the container: the veth pair on
+//! the bridge, the container's address and routes, and undoing it.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::config::NetConf;
+use crate::env::CniEnv;
+use crate::error::{CniError, Code};
+use crate::netns::{Netns, NetnsError};
+use crate::result::{CniResult, Interface, IpConfig, Route};
+use crate::router::{EXPOSE_ID, Router};
+use crate::rtnl::{Link, Rtnl, RtnlError};
+use crate::sys;
+
+/// Prefix of the host end of a container's veth, as Weave names it.
+pub const HOST_VETH_PREFIX: &str = "vethwepl";
+
+/// The name of the datapath next to the bridge in BridgedFastdp mode.
+const DATAPATH: &str = "datapath";
+
+fn kernel(error: RtnlError) -> CniError {
+    CniError::new(Code::Kernel, error.to_string())
+}
+
+fn netns_error(error: NetnsError) -> CniError {
+    CniError::new(Code::Io, "cannot work in the container's network namespace")
+        .with_details(error.to_string())
+}
+
+fn fnv(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The host end's name: Weave's `vethwepl` and the first 7 characters of
+/// the container id (ids shorter than 5 characters, which Weave replaced
+/// with random hex, get a hash of id and interface instead).
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    if container_id.len() < 5 {
+        return fallback_veth_name(container_id, ifname);
+    }
+    let id: String = container_id
+        .chars()
+        .take(15 - HOST_VETH_PREFIX.len())
+        .collect();
+    format!("{HOST_VETH_PREFIX}{id}")
+}
+
+/// The name used when [`host_veth_name`] is taken (a second interface of
+/// the same container, or two ids sharing their first 7 characters).
+pub fn fallback_veth_name(container_id: &str, ifname: &str) -> String {
+    let hash = fnv(&format!("{container_id}/{ifname}")) & 0x0fff_ffff;
+    format!("{HOST_VETH_PREFIX}{hash:07x}")
+}
+
+/// What the container side reports back.
+struct ContainerSide {
+    mac: String,
+}
+
+/// ADD for `weave-net`. `ipam_result` is what IPAM gave; `release` undoes
+/// the allocation if anything later fails.
+pub fn add(
+    router: &Router,
+    conf: &NetConf,
+    env: &CniEnv,
+    ipam_result: CniResult,
+    release: &dyn Fn(),
+) -> Result<CniResult, CniError> {
+    let ns_path = env.netns.clone().unwrap_or_default();
+    let ifname = env.ifname().to_string();
+    let netns = Netns::open(&ns_path).map_err(netns_error)?;
+    let mut rtnl = Rtnl::open().map_err(kernel)?;
+    let bridge = bridge(&mut rtnl, &conf.bridge)?;
+    let address = ipam_result
+        .ips
+        .iter()
+        .find_map(|ip| match ip.address {
+            IpNet::V4(net) => Some((net, ip.gateway)),
+            IpNet::V6(_) => None,
+        })
+        .ok_or_else(|| CniError::new(Code::Router, "IPAM returned no IPv4 address"))?;
+    let (addr, ipam_gateway) = address;
+    let result = (|| {
+        let gateway = match ipam_gateway {
+            Some(std::net::IpAddr::V4(gw)) => Some(gw),
+            _ if ipam_result.routes.is_empty() => {
+                Some(bridge_address(router, conf, &mut rtnl, &bridge, addr)?)
+            }
+            _ => None,
+        };
+        let bridged_fastdp = rtnl
+            .link(DATAPATH)
+            .map_err(kernel)?
+            .is_some_and(|l| l.kind == "openvswitch");
+        let mtu = conf.mtu.unwrap_or(bridge.mtu);
+        let mut host_name = host_veth_name(env.id(), &ifname);
+        if rtnl.link(&host_name).map_err(kernel)?.is_some() {
+            host_name = fallback_veth_name(env.id(), &ifname);
+        }
+        rtnl.add_veth(&host_name, &ifname, mtu, netns.file().as_raw_fd())
+            .map_err(|e| match e.errno() {
+                Some(libc::EEXIST) => CniError::new(
+                    Code::InterfaceExists,
+                    format!("interface {ifname} (or host veth {host_name}) already exists"),
+                ),
+                _ => kernel(e),
+            })?;
+        let host = rtnl
+            .link(&host_name)
+            .map_err(kernel)?
+            .ok_or_else(|| CniError::new(Code::Kernel, format!("veth {host_name} vanished")))?;
+        let undo_veth = |rtnl: &mut Rtnl| {
+            let _ = rtnl.delete_link(host.index);
+        };
+        let host_setup = (|| {
+            sys::sysctl_if_exists(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0")
+                .map_err(|e| CniError::new(Code::Kernel, e.to_string()))?;
+            rtnl.set_master(host.index, bridge.index).map_err(kernel)?;
+            if conf.hairpin_mode {
+                rtnl.set_hairpin(host.index, true).map_err(kernel)?;
+            }
+            rtnl.set_up(host.index).map_err(kernel)
+        })();
+        if let Err(e) = host_setup {
+            undo_veth(&mut rtnl);
+            return Err(e);
+        }
+        let routes = ipam_result.routes.clone();
+        let name = ifname.clone();
+        let side = netns
+            .run(move || container_setup(&name, addr, gateway, &routes, !bridged_fastdp))
+            .map_err(netns_error)
+            .and_then(|r| r);
+        let side = match side {
+            Ok(side) => side,
+            Err(e) => {
+                undo_veth(&mut rtnl);
+                return Err(e);
+            }
+        };
+        router.register_container(env.id(), &[addr], &side.mac, &host_name);
+        Ok(build_result(
+            conf,
+            &ns_path,
+            &ifname,
+            &host,
+            &host_name,
+            mtu,
+            &side,
+            &ipam_result,
+            gateway,
+        ))
+    })();
+    if result.is_err() {
+        release();
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_result(
+    conf: &NetConf,
+    ns_path: &str,
+    ifname: &str,
+    host: &Link,
+    host_name: &str,
+    mtu: u32,
+    side: &ContainerSide,
+    ipam_result: &CniResult,
+    gateway: Option<Ipv4Addr>,
+) -> CniResult {
+    let mut out = conf.prev_result.clone().unwrap_or_default();
+    let base = out.interfaces.len();
+    out.interfaces.push(Interface {
+        name: host_name.to_string(),
+        mac: host.mac.clone(),
+        ..Interface::default()
+    });
+    out.interfaces.push(Interface {
+        name: ifname.to_string(),
+        mac: Some(side.mac.clone()),
+        mtu: Some(mtu),
+        sandbox: Some(ns_path.to_string()),
+        ..Interface::default()
+    });
+    for ip in &ipam_result.ips {
+        out.ips.push(IpConfig {
+            address: ip.address,
+            gateway: ip.gateway.or_else(|| {
+                gateway
+                    .filter(|_| ip.address.addr().is_ipv4())
+                    .map(Into::into)
+            }),
+            interface: Some(base + 1),
+        });
+    }
+    if ipam_result.routes.is_empty() {
+        if let Some(gw) = gateway {
+            out.routes
+                .push(Route::via(IpNet::V4(Ipv4Net::default()), Some(gw.into())));
+        }
+    } else {
+        out.routes.extend(ipam_result.routes.iter().cloned());
+    }
+    if !conf.dns.is_empty() {
+        out.dns = conf.dns.clone();
+    } else if !ipam_result.dns.is_empty() {
+        out.dns = ipam_result.dns.clone();
+    }
+    out
+}
+
+/// The bridge, which must be a Linux bridge.
+fn bridge(rtnl: &mut Rtnl, name: &str) -> Result<Link, CniError> {
+    let bridge = rtnl.link(name).map_err(kernel)?.ok_or_else(|| {
+        CniError::new(
+            Code::TryAgainLater,
+            format!("bridge {name:?} is not present; is weave-router running?"),
+        )
+    })?;
+    match bridge.kind.as_str() {
+        "bridge" => Ok(bridge),
+        "openvswitch" => Err(CniError::new(
+            Code::InvalidConfig,
+            format!(
+                "{name:?} is an Open vSwitch datapath (fastdp without a Linux bridge); \
+                 weave-net attaches containers to a Linux bridge (run weave-router in BridgedFastdp or Bridge mode)"
+            ),
+        )),
+        other => Err(CniError::new(
+            Code::InvalidConfig,
+            format!("{name:?} is a {other:?} link, not a bridge"),
+        )),
+    }
+}
+
+/// The bridge's address to route through: one in the container's subnet,
+/// else its first; when it has none, an address of the subnet is allocated
+/// under `weave:expose` and put on the bridge (through the router's
+/// `/expose` when it has one, else directly).
+fn bridge_address(
+    router: &Router,
+    conf: &NetConf,
+    rtnl: &mut Rtnl,
+    bridge: &Link,
+    addr: Ipv4Net,
+) -> Result<Ipv4Addr, CniError> {
+    let addrs = rtnl.addresses_v4(bridge.index).map_err(kernel)?;
+    if let Some(found) = addrs
+        .iter()
+        .find(|a| addr.contains(&a.addr()))
+        .or_else(|| addrs.first())
+    {
+        return Ok(found.addr());
+    }
+    if !conf.ipam.is_weave() {
+        return Err(CniError::new(
+            Code::InvalidConfig,
+            format!(
+                "bridge {:?} has no address; give ipam.gateway or routes with ipam type {}",
+                bridge.name, conf.ipam.plugin
+            ),
+        ));
+    }
+    let exposed = router.allocate(EXPOSE_ID, Some(addr.trunc()))?;
+    if !router.expose(exposed)? {
+        // The router has no /expose: put the address on the bridge here.
+        // (Weave's expose also added NAT rules; they are the router's job.)
+        rtnl.add_address(bridge.index, exposed).map_err(kernel)?;
+    }
+    Ok(exposed.addr())
+}
+
+fn container_setup(
+    ifname: &str,
+    addr: Ipv4Net,
+    gateway: Option<Ipv4Addr>,
+    routes: &[Route],
+    tx_off: bool,
+) -> Result<ContainerSide, CniError> {
+    let mut rtnl = Rtnl::open().map_err(kernel)?;
+    let link = rtnl.link(ifname).map_err(kernel)?.ok_or_else(|| {
+        CniError::new(
+            Code::Kernel,
+            format!("{ifname} did not appear in the container"),
+        )
+    })?;
+    let sysfail = |e: std::io::Error| CniError::new(Code::Kernel, e.to_string());
+    if tx_off {
+        sys::tx_checksum_off(ifname).map_err(|e| {
+            CniError::new(
+                Code::Kernel,
+                format!("turning TX checksum offload off on {ifname}: {e}"),
+            )
+        })?;
+    }
+    sys::sysctl_if_exists(&format!("net/ipv6/conf/{ifname}/accept_ra"), "0").map_err(sysfail)?;
+    sys::configure_arp_cache(ifname).map_err(sysfail)?;
+    rtnl.add_address(link.index, addr).map_err(kernel)?;
+    rtnl.set_up(link.index).map_err(kernel)?;
+    if routes.is_empty() {
+        if let Some(gw) = gateway {
+            if !addr.contains(&gw) {
+                let host = Ipv4Net::new(gw, 32).unwrap_or_default();
+                rtnl.add_route(host, None, link.index, true, None, None, None, None)
+                    .map_err(kernel)?;
+            }
+            rtnl.add_route(
+                Ipv4Net::default(),
+                Some(gw),
+                link.index,
+                false,
+                None,
+                None,
+                None,
+                None,
+            )
+            .map_err(kernel)?;
+        }
+    } else {
+        for route in routes {
+            let IpNet::V4(dst) = route.dst else { continue };
+            let gw = match route.gw {
+                Some(std::net::IpAddr::V4(gw)) => Some(gw),
+                _ => gateway,
+            };
+            rtnl.add_route(
+                dst,
+                gw,
+                link.index,
+                false,
+                route.priority,
+                route.table,
+                route.mtu,
+                route.advmss,
+            )
+            .map_err(kernel)?;
+        }
+    }
+    let mac = link.mac.clone().unwrap_or_default();
+    if let Some(bytes) = sys::parse_mac(&mac) {
+        if let Err(e) = sys::gratuitous_arp(link.index, bytes, addr.addr()) {
+            eprintln!("weave-cni: gratuitous ARP on {ifname}: {e}");
+        }
+    }
+    Ok(ContainerSide { mac })
+}
+
+/// Whether `ifname` exists in the namespace.
+pub fn interface_exists(netns: &Netns, ifname: &str) -> Result<bool, CniError> {
+    let name = ifname.to_string();
+    netns
+        .run(move || {
+            Rtnl::open()
+                .and_then(|mut r| r.link(&name))
+                .map(|l| l.is_some())
+        })
+        .map_err(netns_error)?
+        .map_err(kernel)
+}
+
+/// DEL's interface part: removes `ifname` from the namespace (and with it
+/// the host end). A namespace or interface already gone is success.
+pub fn remove(env: &CniEnv) -> Result<(), CniError> {
+    let Some(path) = env.netns.as_deref() else {
+        return Ok(());
+    };
+    let netns = match Netns::open(path) {
+        Ok(ns) => ns,
+        Err(e) if e.is_gone() => return Ok(()),
+        Err(e) => return Err(netns_error(e)),
+    };
+    let name = env.ifname().to_string();
+    let outcome = netns.run(move || -> Result<(), RtnlError> {
+        let mut rtnl = Rtnl::open()?;
+        if let Some(link) = rtnl.link(&name)? {
+            rtnl.delete_link(link.index)?;
+        }
+        Ok(())
+    });
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(kernel(e)),
+        Err(e) if e.is_gone() => Ok(()),
+        Err(e) => Err(netns_error(e)),
+    }
+}
+
+/// CHECK's interface part: the container interface and host veth that
+/// `prev` lists still exist as ADD left them.
+pub fn check(conf: &NetConf, env: &CniEnv, prev: &CniResult) -> Result<Vec<Ipv4Net>, CniError> {
+    let failed = |msg: String| CniError::new(Code::CheckFailed, msg);
+    let ns_path = env.netns.clone().unwrap_or_default();
+    let ifname = env.ifname().to_string();
+    let index = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == ifname && i.sandbox.as_deref() == Some(ns_path.as_str()))
+        .ok_or_else(|| {
+            failed(format!(
+                "prevResult lists no interface {ifname} in {ns_path}"
+            ))
+        })?;
+    let expected = crate::ipam::v4_addresses(prev, Some(index));
+    let mac = prev.interfaces.get(index).and_then(|i| i.mac.clone());
+    let routes: Vec<(Ipv4Net, Option<Ipv4Addr>)> = prev
+        .routes
+        .iter()
+        .filter_map(|r| match (r.dst, r.gw) {
+            (IpNet::V4(dst), Some(std::net::IpAddr::V4(gw))) => Some((dst, Some(gw))),
+            (IpNet::V4(dst), _) => Some((dst, None)),
+            _ => None,
+        })
+        .collect();
+    let netns = Netns::open(&ns_path).map_err(netns_error)?;
+    let addrs = expected.clone();
+    let name = ifname.clone();
+    netns
+        .run(move || -> Result<(), CniError> {
+            let mut rtnl = Rtnl::open().map_err(kernel)?;
+            let link = rtnl
+                .link(&name)
+                .map_err(kernel)?
+                .ok_or_else(|| failed(format!("{name} is missing from the container")))?;
+            if !link.up {
+                return Err(failed(format!("{name} is down")));
+            }
+            if mac.is_some() && link.mac != mac {
+                return Err(failed(format!(
+                    "{name} has MAC {:?}, not {mac:?}",
+                    link.mac
+                )));
+            }
+            let have = rtnl.addresses_v4(link.index).map_err(kernel)?;
+            for addr in &addrs {
+                if !have.contains(addr) {
+                    return Err(failed(format!(
+                        "{name} lacks address {addr} (has {have:?})"
+                    )));
+                }
+            }
+            let table = rtnl.routes_v4().map_err(kernel)?;
+            for (dst, gw) in &routes {
+                let present = table
+                    .iter()
+                    .any(|r| r.dst == *dst && (gw.is_none() || r.gw == *gw));
+                if !present {
+                    return Err(failed(format!("route to {dst} via {gw:?} is missing")));
+                }
+            }
+            Ok(())
+        })
+        .map_err(netns_error)??;
+    let mut rtnl = Rtnl::open().map_err(kernel)?;
+    let bridge = bridge(&mut rtnl, &conf.bridge)?;
+    for host in prev
+        .interfaces
+        .iter()
+        .filter(|i| i.sandbox.is_none() && i.name.starts_with(HOST_VETH_PREFIX))
+    {
+        let link = rtnl
+            .link(&host.name)
+            .map_err(kernel)?
+            .ok_or_else(|| failed(format!("host veth {} is missing", host.name)))?;
+        if link.master != Some(bridge.index) {
+            return Err(failed(format!(
+                "host veth {} is not on bridge {}",
+                host.name, conf.bridge
+            )));
+        }
+    }
+    Ok(expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_follow_weave() {
+        assert_eq!(
+            host_veth_name("0e18de4c2a5b7f6e1d", "eth0"),
+            "vethwepl0e18de4"
+        );
+        assert_eq!(host_veth_name("abcde", "eth0"), "vethweplabcde");
+        let short = host_veth_name("ab", "eth0");
+        assert_eq!(short.len(), 15);
+        assert!(short.starts_with(HOST_VETH_PREFIX));
+        assert_ne!(
+            fallback_veth_name("abc", "eth0"),
+            fallback_veth_name("abc", "eth1")
+        );
+        assert!(fallback_veth_name("x", "y").len() <= 15);
+    }
+}
