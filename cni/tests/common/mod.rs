@@ -43,6 +43,14 @@ pub fn router_bin() -> Result<PathBuf> {
 
 /// Starts weave-router on `host` in Bridge mode, peered with `peers`.
 pub fn start_router(host: &Host, extra: &[&str], peers: &[&Host]) -> Result<Process> {
+    let mut args = vec!["--no-fastdp"];
+    args.extend_from_slice(extra);
+    start_router_with(host, &args, peers)
+}
+
+/// Starts weave-router on `host` with exactly `extra` (fastdp unless it
+/// says otherwise), peered with `peers`.
+pub fn start_router_with(host: &Host, extra: &[&str], peers: &[&Host]) -> Result<Process> {
     let bin = router_bin()?;
     let db = format!(
         "/tmp/netns-cni-{}-{}/weave",
@@ -57,7 +65,6 @@ pub fn start_router(host: &Host, extra: &[&str], peers: &[&Host]) -> Result<Proc
         format!("h{}", host.index()),
         "--db-prefix".into(),
         db,
-        "--no-fastdp".into(),
     ];
     argv.extend(extra.iter().map(|s| s.to_string()));
     argv.extend(peers.iter().map(|p| p.underlay_ip().to_string()));
