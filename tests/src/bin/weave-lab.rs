@@ -148,6 +148,12 @@ fn run(args: &Args) -> Result<bool> {
             }
             Err(error) => println!("    (no status: {error:#})"),
         }
+        if let Ok(text) = http(host, "GET", "/status/connections") {
+            println!("    connections:");
+            for line in text.lines() {
+                println!("      {line}");
+            }
+        }
     }
 
     step("reachability: every pod pings every other pod");
@@ -251,15 +257,9 @@ fn established(host: &Host) -> Result<usize> {
         .count())
 }
 
-/// Whether `/report` says the fast datapath carries traffic.
+/// Whether `/report` says the fast datapath is enabled.
 fn uses_fastdp(report: &Value) -> bool {
-    let router = &report["Router"];
-    let kind = router["BridgeType"]
-        .as_str()
-        .or_else(|| router["Overlay"]["BridgeType"].as_str())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    kind.contains("fastdp")
+    report["Dataplane"]["FastDPEnabled"] == true
 }
 
 /// The line of `/status` that starts with `label`, trimmed.
