@@ -8,11 +8,14 @@
 //!   (`weave-dp-bench`): on this machine sleeve ÷ a direct veth pair; in
 //!   the VM fastdp ÷ a Flannel-style kernel VXLAN overlay, and sleeve
 //!   (plain and encrypted) ÷ fastdp.
+//! - `odp`: the kernel datapath driver in the VM ([`odp`]).
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result, bail};
+
+mod odp;
 
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,6 +44,9 @@ pub enum Bench {
         #[arg(long)]
         host_only: bool,
     },
+    /// The kernel datapath driver in the VM: batched flow installs ÷ one
+    /// request per flow, dump rates, miss-upcall throughput.
+    Odp(odp::OdpArgs),
 }
 
 /// `cargo xtask bench`.
@@ -65,6 +71,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             })
         }
         Bench::Dataplane { seconds, host_only } => dataplane(*seconds, *host_only),
+        Bench::Odp(args) => odp::run(args),
     }
 }
 
