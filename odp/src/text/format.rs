@@ -426,9 +426,11 @@ pub(crate) fn key_name(kind: u16) -> String {
         attr::DP_HASH => "dp_hash",
         attr::RECIRC_ID => "recirc_id",
         28 => "nsh",
-        29 => "<error: kernel-only tunnel_info>",
-        30 => "packet_type",
-        31 => "nd_ext",
+        // OVS 3.1 numbers its userspace-only types 29 and 30; 31 is the
+        // kernel's internal tunnel info.
+        29 => "packet_type",
+        30 => "nd_ext",
+        31 => "<error: kernel-only tunnel_info>",
         k => return format!("key{k}"),
     };
     s.to_owned()

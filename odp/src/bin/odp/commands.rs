@@ -105,9 +105,12 @@ pub fn flow_line(f: &FlowInfo, names: Option<&PortNames>, verbose: bool, now: u6
         s.push_str(", dp:ovs");
     }
     s.push_str(", actions:");
-    if let Some(a) = &f.actions {
-        s.push_str(&text::format_actions(a, names));
-    }
+    // Actions left out of a terse reply print as an empty list does.
+    let none = Vec::new();
+    s.push_str(&text::format_actions(
+        f.actions.as_ref().unwrap_or(&none),
+        names,
+    ));
     s
 }
 
@@ -147,7 +150,9 @@ fn show_dp(ovs: &mut Ovs, dp: &DatapathInfo, stats: bool, out: &mut impl Write) 
                 "  masks: hit:{} total:{} hit/pkt:{avg:.2}",
                 m.n_mask_hit, m.n_masks
             )?;
-            if m.n_cache_hit != u64::MAX {
+            // OVS takes a zero cache-hit count for a kernel without the
+            // counter and leaves the line out.
+            if m.n_cache_hit != 0 && m.n_cache_hit != u64::MAX {
                 let rate = if pkts > 0 {
                     m.n_cache_hit as f64 / pkts as f64 * 100.0
                 } else {
@@ -164,16 +169,15 @@ fn show_dp(ovs: &mut Ovs, dp: &DatapathInfo, stats: bool, out: &mut impl Write) 
         write!(out, "  port {}: {}", p.port_no, p.name)?;
         if p.kind != VportType::Netdev {
             write!(out, " ({}", type_name(p.kind))?;
-            // ovs-dpctl lists a tunnel's non-default settings.
-            let default_port = match p.kind {
-                VportType::Vxlan => Some(4789),
-                VportType::Geneve => Some(6081),
-                _ => None,
-            };
-            if let (Some(port), Some(def)) = (p.dst_port(), default_port) {
-                if port != def {
-                    write!(out, ": dst_port={port}")?;
-                }
+            // ovs-dpctl prints the configuration of the netdev it opens for
+            // the port; a freshly opened tunnel netdev reports only its
+            // packet-type mode (checked for vxlan on OVS 3.1), not the
+            // kernel vport's UDP port.
+            if matches!(
+                p.kind,
+                VportType::Vxlan | VportType::Geneve | VportType::Gre
+            ) {
+                write!(out, ": packet_type=ptap")?;
             }
             write!(out, ")")?;
         }
@@ -497,8 +501,16 @@ fn listen(
                 .ok()
                 .and_then(|s| possible_cpus(&s))
                 .unwrap_or(n);
-            ovs.datapaths()
-                .set(&info.name, vec![DatapathAttr::PerCpuPids(vec![pid; cpus])])?;
+            // A SET without USER_FEATURES resets them to zero (and with
+            // them per-CPU dispatch): send the current ones back.
+            let features = info.user_features.unwrap_or_default();
+            ovs.datapaths().set(
+                &info.name,
+                vec![
+                    DatapathAttr::UserFeatures(features),
+                    DatapathAttr::PerCpuPids(vec![pid; cpus]),
+                ],
+            )?;
         } else {
             for p in ports(ovs, &info)? {
                 ovs.vports(info.dp_ifindex)
@@ -608,7 +620,7 @@ mod tests {
         let empty = FlowInfo::default();
         assert_eq!(
             flow_line(&empty, None, false, 0),
-            ", packets:0, bytes:0, used:never, actions:"
+            ", packets:0, bytes:0, used:never, actions:drop"
         );
     }
 
