@@ -30,6 +30,8 @@ use common::{ROUTER, tail};
 const MTU: u32 = 1376;
 const SETTLE: Duration = Duration::from_secs(90);
 const MARKER: &str = "WEAVE-RS-FASTDP-MARKER";
+/// The system's Python (a pyenv shim on PATH does not work in the VM).
+const PYTHON: &str = "/usr/bin/python3";
 
 fn require_openvswitch() -> Result<()> {
     ensure!(
@@ -266,12 +268,13 @@ print('received',n,h.hexdigest(),flush=True)\n";
 /// Sends `mib` MiB from `a` to `b` over TCP; checks every byte arrived
 /// intact; returns Mbit/s.
 fn tcp_transfer(lab: &Lab, a: &Container, b: &Container, mib: usize) -> Result<f64> {
-    let server = b.spawn(lab, &format!("server-{}", b.ip), &["python3", "-c", SERVER])?;
-    wait_for(Duration::from_secs(20), "the server to listen", || {
+    let server = b.spawn(lab, &format!("server-{}", b.ip), &[PYTHON, "-c", SERVER])?;
+    wait_for(Duration::from_secs(60), "the server to listen", || {
         Ok(b.run(&["ss", "-ltn", "sport = :7000"])?
             .stdout
             .contains("7000"))
-    })?;
+    })
+    .with_context(|| format!("server: {}", server.log()))?;
     let client = format!(
         "import hashlib,socket\n\
          chunk=(b'{MARKER} '*65536)[:1<<20]\n\
@@ -283,7 +286,7 @@ fn tcp_transfer(lab: &Lab, a: &Container, b: &Container, mib: usize) -> Result<f
         b.ip
     );
     let started = Instant::now();
-    let sent = a.run(&["python3", "-c", &client])?.stdout;
+    let sent = a.run(&[PYTHON, "-c", &client])?.stdout;
     let want = sent.trim().replacen("sent", "received", 1);
     wait_for(
         Duration::from_secs(120),
