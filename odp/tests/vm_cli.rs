@@ -112,7 +112,8 @@ const ODP_FLOWS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Flows put with `ovs-dpctl add-flow`.
+/// Flows put with `ovs-dpctl add-flow`. (ovs-dpctl pads userspace cookies
+/// shorter than 8 bytes with zeros, so the cookie here has 8.)
 const DPCTL_FLOWS: &[(&str, &str)] = &[
     (
         "in_port(1),eth(src=02:00:00:00:00:07,dst=02:00:00:00:00:08),eth_type(0x0800),ipv4(src=10.1.0.0/255.255.0.0,proto=17),udp(dst=53)",
@@ -132,7 +133,7 @@ const DPCTL_FLOWS: &[(&str, &str)] = &[
     ),
     (
         "in_port(2),eth(src=02:00:00:00:00:0b),eth_type(0x86dd),ipv6(dst=fe80::/ffff::,proto=17),udp(src=546)",
-        "userspace(pid=9,userdata(cafe)),1",
+        "userspace(pid=9,userdata(cafe0000cafe0000)),1",
     ),
 ];
 
