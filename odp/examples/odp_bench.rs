@@ -151,109 +151,135 @@ struct UpcallRun {
     send_secs: f64,
 }
 
-/// Sends `n` UDP datagrams out of the veth peer; each misses in the datapath.
-fn send_packets(n: u32) -> Res<Duration> {
+const PAYLOAD: u8 = 0x5a;
+const SENTINEL: u8 = 0xa5;
+
+/// Sends `n` UDP datagrams out of the veth peer (each misses in the
+/// datapath), then a sentinel datagram every 10 ms until `stop` is set, so
+/// that a blocking reader learns that the run is over. Returns how long the
+/// `n` sends took.
+fn send_packets(n: u32, stop: &AtomicBool) -> Res<Duration> {
     let sock = UdpSocket::bind("10.195.0.1:0")?;
-    let payload = [0x5a_u8; 64];
-    let t = Instant::now();
-    for _ in 0..n {
+    let send = |byte: u8| -> Res<()> {
         loop {
-            match sock.send_to(&payload, "10.195.0.2:9") {
-                Ok(_) => break,
+            match sock.send_to(&[byte; 64], "10.195.0.2:9") {
+                Ok(_) => return Ok(()),
                 // A full device queue: try again.
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => std::thread::yield_now(),
                 Err(e) => return Err(e.into()),
             }
         }
+    };
+    let t = Instant::now();
+    for _ in 0..n {
+        send(PAYLOAD)?;
     }
-    Ok(t.elapsed())
+    let took = t.elapsed();
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while !stop.load(Ordering::SeqCst) && Instant::now() < give_up {
+        send(SENTINEL)?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(took)
 }
 
-/// A miss upcall for one of the benchmark's datagrams (not, say, an IPv6
-/// router solicitation from the new veth).
-fn is_ours(u: &Upcall) -> bool {
-    u.cmd == PacketCmd::Miss && u.key.eth_type() == Some(0x0800) && u.packet.ends_with(&[0x5a; 8])
+/// What an upcall is to the benchmark.
+enum Seen {
+    /// A miss for one of the measured datagrams.
+    Ours,
+    /// The end of the run.
+    Sentinel,
+    /// Something else (e.g. an IPv6 router solicitation from the new veth).
+    Other,
 }
 
-/// Baseline reader: one `recv` and decode per upcall on a plain socket, as
-/// go-odp's consumer does (non-blocking here, with a 50 µs sleep when the
-/// queue is empty, so that the run can end on silence).
-fn upcalls_sync(sock: &mut UpcallSocket, family: u16, packets: u32) -> Res<UpcallRun> {
-    let done = Arc::new(AtomicBool::new(false));
-    let sender_done = done.clone();
-    let sender = std::thread::spawn(move || {
-        let r = send_packets(packets).map_err(|e| e.to_string());
-        sender_done.store(true, Ordering::SeqCst);
-        r
-    });
+fn classify(u: &Upcall) -> Seen {
+    if u.cmd != PacketCmd::Miss || u.key.eth_type() != Some(0x0800) {
+        Seen::Other
+    } else if u.packet.ends_with(&[PAYLOAD; 8]) {
+        Seen::Ours
+    } else if u.packet.ends_with(&[SENTINEL; 8]) {
+        Seen::Sentinel
+    } else {
+        Seen::Other
+    }
+}
+
+/// Runs `read` (which counts upcalls until the sentinel) against a sender
+/// thread.
+fn with_sender(packets: u32, read: impl FnOnce() -> Res<(u64, Instant)>) -> Res<UpcallRun> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender_stop = stop.clone();
+    let sender =
+        std::thread::spawn(move || send_packets(packets, &sender_stop).map_err(|e| e.to_string()));
     let start = Instant::now();
-    let mut last = start;
-    let mut received = 0u64;
-    sock.set_nonblocking(true)?;
-    let mut idle_since: Option<Instant> = None;
-    loop {
-        let batch = match sock.recv_upcalls(family) {
-            Ok(b) => b,
-            Err(Error::Overrun) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        if batch.is_empty() {
-            if received >= u64::from(packets) {
-                break;
-            }
-            if done.load(Ordering::SeqCst) {
-                let since = *idle_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(2) {
-                    break;
-                }
-            }
-            std::thread::sleep(Duration::from_micros(50));
-            continue;
-        }
-        idle_since = None;
-        received += batch.iter().filter(|u| is_ours(u)).count() as u64;
-        last = Instant::now();
-    }
+    let read = read();
+    stop.store(true, Ordering::SeqCst);
     let sent = sender
         .join()
         .map_err(|_| "sender panicked")?
         .map_err(|e| format!("sender: {e}"))?;
+    let (received, last) = read?;
     Ok(UpcallRun {
         received,
-        secs: (last - start).as_secs_f64(),
+        secs: last.saturating_duration_since(start).as_secs_f64(),
         send_secs: sent.as_secs_f64(),
     })
 }
 
-/// The async stream reader.
-async fn upcalls_async(stream: &mut odp::handle::aio::Upcalls, packets: u32) -> Res<UpcallRun> {
-    let sender = std::thread::spawn(move || send_packets(packets).map_err(|e| e.to_string()));
-    let start = Instant::now();
-    let mut last = start;
-    let mut received = 0u64;
-    while received < u64::from(packets) {
-        match tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
-            Err(_idle) if sender.is_finished() => break,
-            Err(_idle) => continue,
-            Ok(Some(Ok(u))) => {
-                if is_ours(&u) {
-                    received += 1;
-                    last = Instant::now();
+/// Baseline reader: a blocking socket, one `recv` and decode per upcall, as
+/// go-odp's consumer does.
+fn upcalls_sync(sock: &mut UpcallSocket, family: u16, packets: u32) -> Res<UpcallRun> {
+    sock.set_nonblocking(false)?;
+    with_sender(packets, || {
+        let mut received = 0u64;
+        let mut last = Instant::now();
+        loop {
+            let batch = match sock.recv_upcalls(family) {
+                Ok(b) => b,
+                Err(Error::Overrun) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for u in &batch {
+                match classify(u) {
+                    Seen::Ours => {
+                        received += 1;
+                        last = Instant::now();
+                    }
+                    Seen::Sentinel => return Ok((received, last)),
+                    Seen::Other => {}
                 }
             }
-            Ok(Some(Err(Error::Overrun))) => {}
-            Ok(Some(Err(e))) => return Err(e.into()),
-            Ok(None) => break,
         }
-    }
-    let sent = sender
-        .join()
-        .map_err(|_| "sender panicked")?
-        .map_err(|e| format!("sender: {e}"))?;
-    Ok(UpcallRun {
-        received,
-        secs: (last - start).as_secs_f64(),
-        send_secs: sent.as_secs_f64(),
+    })
+}
+
+/// The async stream reader, on a current-thread runtime.
+fn upcalls_async(
+    rt: &tokio::runtime::Runtime,
+    stream: &mut odp::handle::aio::Upcalls,
+    packets: u32,
+) -> Res<UpcallRun> {
+    with_sender(packets, || {
+        rt.block_on(async {
+            let mut received = 0u64;
+            let mut last = Instant::now();
+            loop {
+                match stream.next().await {
+                    Some(Ok(u)) => match classify(&u) {
+                        Seen::Ours => {
+                            received += 1;
+                            last = Instant::now();
+                        }
+                        Seen::Sentinel => return Ok((received, last)),
+                        Seen::Other => {}
+                    },
+                    Some(Err(Error::Overrun)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err("the upcall stream ended".into()),
+                }
+            }
+        })
     })
 }
 
@@ -444,14 +470,11 @@ fn run() -> Res<()> {
         None,
     );
     eprintln!("sending {packets} packets into a vport without flows (async stream)...");
-    let (a, lost_async) = rt.block_on(async {
-        let mut stream = AsyncOvs::connect().await?.upcalls()?;
-        ovs.vports(ifx).set_upcall_pids(&va, vec![stream.pid()])?;
-        let lost_before = ovs.datapaths().stats(&dp_name)?.packets.n_lost;
-        let a = upcalls_async(&mut stream, packets).await?;
-        let lost = ovs.datapaths().stats(&dp_name)?.packets.n_lost - lost_before;
-        Ok::<_, Box<dyn StdError>>((a, lost))
-    })?;
+    let mut stream = rt.block_on(async { AsyncOvs::connect().await?.upcalls() })?;
+    ovs.vports(ifx).set_upcall_pids(&va, vec![stream.pid()])?;
+    let lost_before = ovs.datapaths().stats(&dp_name)?.packets.n_lost;
+    let a = upcalls_async(&rt, &mut stream, packets)?;
+    let lost_async = ovs.datapaths().stats(&dp_name)?.packets.n_lost - lost_before;
     row(
         "miss upcalls received, async stream",
         a.received,

@@ -9,7 +9,9 @@
 //! 2. [`transport`]: netlink sockets, sequence numbers, acknowledgements,
 //!    batching and multicast groups;
 //! 3. [`handle`]: typed synchronous datapath, vport, flow and packet handles
-//!    behind one [`handle::Ovs`] connection.
+//!    behind one [`handle::Ovs`] connection, and the same for tokio in
+//!    `handle::aio` (feature `tokio`, on by default), where dumps, vport
+//!    events and upcalls are streams.
 //!
 //! [`text`] reads and prints keys, masks and actions in `ovs-dpctl`'s syntax.
 //!
