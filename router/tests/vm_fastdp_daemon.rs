@@ -385,6 +385,10 @@ fn three_hosts(extra: &[&str], bridged: bool, datapath: &str, want_type: &str) -
         let metrics = http(lab.host(0), "GET", "/metrics", None)?;
         ensure!(metrics.contains("weave_flows "), "{metrics}");
 
+        eprintln!(
+            "{want_type}: /status/connections of host 0:\n{}",
+            connections(lab.host(0))?
+        );
         let matrix = ping_matrix(&containers)?;
         let mbits = tcp_transfer(&lab, &containers[0], &containers[5], 16)?;
         check_mtu(&containers[1], &containers[2])?;

@@ -472,3 +472,47 @@ impl Drop for Overlay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(bridge_type: BridgeType, overlays: Vec<&'static str>) -> DataplaneMode {
+        DataplaneMode {
+            bridge_type,
+            requested: BridgeType::BridgedFastdp,
+            fallback: None,
+            overlay_note: None,
+            mtu: 1376,
+            bridge: "weave".into(),
+            datapath: Some("datapath".into()),
+            overlays,
+        }
+    }
+
+    #[test]
+    fn fastdp_line_says_why_it_is_off() {
+        let on = mode(BridgeType::BridgedFastdp, vec!["fastdp", "sleeve"]);
+        assert_eq!(
+            on.fastdp_line(),
+            "enabled (bridged_fastdp, datapath datapath, mtu 1376)"
+        );
+        let mut off = mode(BridgeType::Bridge, vec!["sleeve"]);
+        off.fallback = Some("no openvswitch".into());
+        assert_eq!(off.fastdp_line(), "disabled (unavailable: no openvswitch)");
+        let mut encrypted = mode(BridgeType::BridgedFastdp, vec!["sleeve"]);
+        encrypted.overlay_note = Some("encryption".into());
+        assert_eq!(encrypted.fastdp_line(), "disabled (encryption)");
+        let asked_off = mode(BridgeType::Bridge, vec!["sleeve"]);
+        assert_eq!(
+            asked_off.fastdp_line(),
+            "disabled (disabled by --no-fastdp)"
+        );
+        assert_eq!(
+            overlay_features(&on.overlays)
+                .get(OVERLAYS_FEATURE)
+                .map(String::as_str),
+            Some("fastdp sleeve")
+        );
+    }
+}
