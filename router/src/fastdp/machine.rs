@@ -733,6 +733,28 @@ impl Fastdp {
         }
     }
 
+    /// A frame made here for a local sender (an ICMP error such as
+    /// fragmentation-needed): sent to the port its destination MAC was
+    /// learnt on, else to every local port. Nothing is learnt from it.
+    pub fn deliver_local(&mut self, frame: Vec<u8>) {
+        let Some(eth) = frame_macs(&frame) else {
+            self.counters.ignored += 1;
+            return;
+        };
+        let mut v = Verdict::default();
+        match self.macs.lookup(eth.dst) {
+            Some(Location::Local(q)) => v.actions.push(Action::Output(q)),
+            _ => self.flood_local(None, &mut v),
+        }
+        if !v.actions.is_empty() {
+            self.dp(DpOp::Execute {
+                packet: frame,
+                key: FlowKey::new(),
+                actions: v.actions,
+            });
+        }
+    }
+
     /// A frame the sleeve received from `src`, addressed to peer `dst`
     /// (Weave's overlay consumer): delivered or relayed like a tunnelled
     /// frame, by `execute`, without flows.

@@ -514,3 +514,74 @@ fn proactive_flows_leave_group_macs_alone() {
     assert!(matches(MAC_B1));
     assert!(!matches(BCAST));
 }
+
+/// A peer whose connection offers only the sleeve (e.g. a router in
+/// Bridge mode): frames to it leave by the sleeve, never by the tunnel,
+/// and no proactive flow points at it; ICMP made here for a local sender
+/// goes to its port without teaching the MAC table anything.
+#[test]
+fn sleeve_only_peer_and_local_icmp() {
+    let t0 = Instant::now();
+    let mut f = setup(t0);
+    f.set_topology(topology(true));
+    f.add_sleeve_connection(p(C));
+    f.set_cidr_view(vec![
+        ("10.32.0.0/13".parse().unwrap(), p(B)),
+        ("10.40.0.0/13".parse().unwrap(), p(C)),
+    ]);
+    let o = ops(&mut f);
+    let egress: Vec<_> = created(&o)
+        .into_iter()
+        .filter(|s| s.actions.len() == 2)
+        .collect();
+    assert_eq!(
+        egress.len(),
+        2,
+        "one egress flow per local port, for B only"
+    );
+    // A learns a local MAC; a frame to C's container goes by the sleeve.
+    f.handle_miss(frame(MAC_A1, BCAST), &local_key(BRIDGE, MAC_A1, BCAST), t0);
+    let o = f.drain_outputs();
+    assert!(
+        o.iter()
+            .any(|x| matches!(x, Output::Sleeve { next_hop, .. } if *next_hop == p(C))),
+        "the broadcast is flooded to C by the sleeve: {o:?}"
+    );
+    let mac_c1 = MacAddr([2, 0, 0, 0, 0xc, 1]);
+    f.inject(p(C), p(A), frame(mac_c1, MAC_A1), t0);
+    f.drain_outputs();
+    f.handle_miss(
+        frame(MAC_A1, mac_c1),
+        &local_key(BRIDGE, MAC_A1, mac_c1),
+        t0,
+    );
+    let o = f.drain_outputs();
+    assert_eq!(
+        o,
+        vec![Output::Sleeve {
+            next_hop: p(C),
+            src: p(A),
+            dst: p(C),
+            frame: frame(MAC_A1, mac_c1),
+        }]
+    );
+    // ICMP back to A1 from "C1" (the frame the sleeve refused): delivered
+    // to A1's port; C1 stays where it was learnt.
+    f.deliver_local(frame(mac_c1, MAC_A1));
+    let o = ops(&mut f);
+    assert_eq!(executed(&o), vec![&vec![Action::Output(BRIDGE)]]);
+    assert_eq!(f.mac_location(mac_c1), Some(Location::Peer(p(C))));
+    // The connection goes: nothing reaches C any more.
+    f.remove_connection(p(C));
+    f.drain_outputs();
+    f.handle_miss(
+        frame(MAC_A1, mac_c1),
+        &local_key(BRIDGE, MAC_A1, mac_c1),
+        t0,
+    );
+    let o = f.drain_outputs();
+    assert!(
+        !o.iter().any(|x| matches!(x, Output::Sleeve { .. })),
+        "{o:?}"
+    );
+}

@@ -961,7 +961,7 @@ impl State {
                         // the port its destination MAC was learnt on.
                         for frame in frames {
                             self.counters.injected += 1;
-                            f.machine().inject(self.ourself, self.ourself, frame, now);
+                            f.machine().deliver_local(frame);
                         }
                     }
                     (None, None) => {}
