@@ -480,6 +480,24 @@ mod tests {
         assert!(d.next().await.is_some());
         drop(d);
         assert_eq!(c.request(&GetFamily("nlctrl")).await.unwrap().len(), 1);
+        // A second dump right after an abandoned one gets everything (the
+        // kernel allows one dump per socket: the rest of the first is read
+        // before the second starts).
+        for _ in 0..3 {
+            let mut d = c
+                .dump(&DumpFamilies, |b| Ok(FamilyInfo::parse(b)?))
+                .await
+                .unwrap();
+            assert!(d.next().await.is_some());
+        }
+        let again = c
+            .dump(&DumpFamilies, |b| Ok(FamilyInfo::parse(b)?))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(again.len(), fams.len());
     }
 
     /// A full receive queue loses replies: the affected requests say so and

@@ -66,6 +66,19 @@ pub struct AsyncConnection {
     buf: Vec<u8>,
     max_batch_msgs: usize,
     max_batch_bytes: usize,
+    /// A dump whose stream was dropped before its end: the kernel allows one
+    /// dump per socket at a time (a second one is `EBUSY`), so its rest is
+    /// read (and ignored) before the next dump starts.
+    abandoned: Option<DumpReplies>,
+}
+
+/// Notes the end of an abandoned dump if `datagram` carries it.
+fn see_abandoned(abandoned: &mut Option<DumpReplies>, datagram: &[u8]) {
+    if let Some(a) = abandoned {
+        if !matches!(a.feed(datagram, |_| {}), Ok(None)) {
+            *abandoned = None;
+        }
+    }
 }
 
 impl AsyncConnection {
@@ -78,6 +91,7 @@ impl AsyncConnection {
             buf: Vec::with_capacity(DEFAULT_BATCH_BYTES + 4096),
             max_batch_msgs: DEFAULT_BATCH_MSGS,
             max_batch_bytes: DEFAULT_BATCH_BYTES,
+            abandoned: None,
         })
     }
 
@@ -166,11 +180,15 @@ impl AsyncConnection {
     async fn run_window(&mut self, first: u32, n: usize) -> Result<Vec<Outcome>, Error> {
         self.send_buf().await?;
         let mut pending = Pending::new(first, n);
+        let abandoned = &mut self.abandoned;
         while !pending.is_finished() {
             let res = self
                 .sock
                 .async_io_mut(Interest::READABLE, |s| {
-                    split(s.recv().and_then(|d| pending.feed(d)))
+                    split(s.recv().and_then(|d| {
+                        see_abandoned(abandoned, d);
+                        pending.feed(d)
+                    }))
                 })
                 .await?;
             match res {
@@ -178,6 +196,7 @@ impl AsyncConnection {
                 Err(Error::Overrun) => {
                     // Replies were lost: start afresh on a new socket.
                     self.sock = async_socket()?;
+                    self.abandoned = None;
                     break;
                 }
                 Err(e) => return Err(e),
@@ -193,6 +212,7 @@ impl AsyncConnection {
         req: &R,
         decode: fn(&[u8]) -> Result<T, Error>,
     ) -> Result<Dump<'_, T>, Error> {
+        self.finish_abandoned().await?;
         self.buf.clear();
         let seq = self.seq.take();
         req.encode(&mut self.buf, seq, NLM_F_DUMP)?;
@@ -209,6 +229,29 @@ impl AsyncConnection {
     /// Decodes every reply body as a message of family `A`.
     pub fn decode_all<A: OvsFamily>(replies: &[Vec<u8>]) -> Result<Vec<OvsMessage<A>>, Error> {
         super::Connection::decode_all(replies)
+    }
+
+    /// Reads the rest of an abandoned dump, if any.
+    async fn finish_abandoned(&mut self) -> Result<(), Error> {
+        while self.abandoned.is_some() {
+            let abandoned = &mut self.abandoned;
+            let res = self
+                .sock
+                .async_io_mut(Interest::READABLE, |s| {
+                    split(s.recv().map(|d| see_abandoned(abandoned, d)))
+                })
+                .await?;
+            if let Err(e) = res {
+                if matches!(e, Error::Overrun) {
+                    self.sock = async_socket()?;
+                }
+                self.abandoned = None;
+                if !matches!(e, Error::Overrun) {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -245,6 +288,14 @@ impl<T> std::fmt::Debug for Dump<'_, T> {
 
 // Nothing in a Dump is pinned structurally.
 impl<T> Unpin for Dump<'_, T> {}
+
+impl<T> Drop for Dump<'_, T> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.abandoned = Some(self.replies);
+        }
+    }
+}
 
 impl<T> Dump<'_, T> {
     /// The next item, or `None` at the end of the dump.
