@@ -66,9 +66,10 @@ pub struct AsyncConnection {
     buf: Vec<u8>,
     max_batch_msgs: usize,
     max_batch_bytes: usize,
-    /// A dump whose stream was dropped before its end: the kernel allows one
-    /// dump per socket at a time (a second one is `EBUSY`), so its rest is
-    /// read (and ignored) before the next dump starts.
+    /// The dump in progress, until its stream sees the end. The kernel
+    /// allows one dump per socket at a time (a second one is `EBUSY`), so
+    /// the rest of a dump whose stream was dropped early is read (and
+    /// ignored) before the next dump starts.
     abandoned: Option<DumpReplies>,
 }
 
@@ -217,9 +218,11 @@ impl AsyncConnection {
         let seq = self.seq.take();
         req.encode(&mut self.buf, seq, NLM_F_DUMP)?;
         self.send_buf().await?;
+        let replies = DumpReplies::new(seq);
+        self.abandoned = Some(replies);
         Ok(Dump {
             conn: self,
-            replies: DumpReplies::new(seq),
+            replies,
             queue: VecDeque::new(),
             done: false,
             decode,
@@ -268,7 +271,8 @@ enum Step {
 }
 
 /// The replies of one dump, as a [`Stream`] of decoded items. It borrows the
-/// connection; dropping it early is fine (later requests ignore the rest).
+/// connection; dropping it early is fine (later requests ignore the rest,
+/// and the next dump first reads it to its end).
 pub struct Dump<'a, T> {
     conn: &'a mut AsyncConnection,
     replies: DumpReplies,
@@ -288,14 +292,6 @@ impl<T> std::fmt::Debug for Dump<'_, T> {
 
 // Nothing in a Dump is pinned structurally.
 impl<T> Unpin for Dump<'_, T> {}
-
-impl<T> Drop for Dump<'_, T> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.conn.abandoned = Some(self.replies);
-        }
-    }
-}
 
 impl<T> Dump<'_, T> {
     /// The next item, or `None` at the end of the dump.
@@ -351,6 +347,10 @@ impl<T> Stream for Dump<'_, T> {
                     Ok(Err(e)) => Step::Fail(Error::Io(e)),
                 }
             };
+            if !matches!(step, Step::Again) {
+                // Over (or failed): nothing of it is left to read.
+                this.conn.abandoned = None;
+            }
             match step {
                 Step::Again => {}
                 Step::End => this.done = true,
