@@ -407,6 +407,32 @@ mod tests {
         assert_eq!(c.request(&GetFamily("nlctrl")).unwrap().len(), 1);
     }
 
+    /// The sans-IO packing: consecutive sequence numbers, `NLM_F_ACK` on the
+    /// last request of each datagram only, byte and count limits.
+    #[test]
+    fn pack_window_marks_only_the_barrier() {
+        use crate::wire::netlink::MessageIter;
+        let reqs: Vec<_> = (0..10).map(|_| GetFamily("nlctrl")).collect();
+        let mut buf = Vec::new();
+        let mut seq = SeqCounter(u32::MAX);
+        let (first, n) = pack_window(&mut buf, &reqs, &mut seq, 4, 1 << 20).unwrap();
+        assert_eq!((first, n), (u32::MAX, 4));
+        let msgs: Vec<_> = MessageIter::new(&buf).map(|m| m.unwrap().header).collect();
+        let seqs: Vec<u32> = msgs.iter().map(|h| h.seq).collect();
+        // Sequence 0 is skipped when the counter wraps.
+        assert_eq!(seqs, vec![u32::MAX, 1, 2, 3]);
+        let acks: Vec<bool> = msgs.iter().map(|h| h.flags & NLM_F_ACK != 0).collect();
+        assert_eq!(acks, vec![false, false, false, true]);
+        // A byte limit smaller than two requests: one per datagram.
+        let one = buf.len() / 4;
+        let (first, n) = pack_window(&mut buf, &reqs[4..], &mut seq, 100, one).unwrap();
+        assert_eq!((first, n), (4, 1));
+        let h = MessageIter::new(&buf).next().unwrap().unwrap().header;
+        assert!(h.flags & NLM_F_ACK != 0);
+        let (_, n) = pack_window(&mut buf, &reqs[..0], &mut seq, 4, 4096).unwrap();
+        assert_eq!(n, 0);
+    }
+
     #[test]
     fn large_batches_split_into_several_datagrams() {
         let mut c = Connection::open().unwrap();
