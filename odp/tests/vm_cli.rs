@@ -110,6 +110,11 @@ const ODP_FLOWS: &[(&str, &str)] = &[
         "skb_priority(0x3),skb_mark(0x5/0xff),in_port(1),eth(src=02:00:00:00:00:07,dst=02:00:00:00:00:08),eth_type(0x0800),ipv4(src=10.1.0.0/255.255.0.0,proto=17,frag=no),udp(dst=53)",
         "2,3,pop_vlan",
     ),
+    // VXLAN group-based-policy options, matched and set.
+    (
+        "in_port(3),tunnel(tun_id=0x9,src=192.0.2.1,dst=192.0.2.2,ttl=64,vxlan(gbp(id=10,flags=0x1)),flags(+key)),eth(),eth_type(0x0800),ipv4()",
+        "set(tunnel(tun_id=0x9,dst=192.0.2.2,ttl=64,vxlan(gbp(id=7)),flags(df))),3",
+    ),
 ];
 
 /// Flows put with `ovs-dpctl add-flow`. (ovs-dpctl pads userspace cookies

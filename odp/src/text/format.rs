@@ -15,7 +15,7 @@ use crate::wire::key::{
     ArpKey, EthernetKey, FlowKey, IcmpKey, Ipv4Key, Ipv6Key, KeyAttr, NdKey, PortsKey,
     TunnelKeyAttr, attr,
 };
-use crate::wire::nla::Nla;
+use crate::wire::nla::{AttrIter, AttrWriter, Nla};
 use crate::wire::types::{Be16, Be32, MacAddr};
 
 /// Port numbers to print as names (what `ovs-dpctl -m` does by default).
@@ -386,12 +386,87 @@ fn tun_wildcard_of(a: &TunnelKeyAttr) -> TunnelKeyAttr {
         TunnelKeyAttr::Ipv6Src(_) => TunnelKeyAttr::Ipv6Src(Ipv6Addr::UNSPECIFIED),
         TunnelKeyAttr::Ipv6Dst(_) => TunnelKeyAttr::Ipv6Dst(Ipv6Addr::UNSPECIFIED),
         TunnelKeyAttr::GeneveOpts(d) => TunnelKeyAttr::GeneveOpts(vec![0; d.len()]),
+        TunnelKeyAttr::Other { kind, data } if *kind == VXLAN_OPTS => TunnelKeyAttr::Other {
+            kind: *kind,
+            data: zero_nested(data),
+        },
         TunnelKeyAttr::Other { kind, data } => TunnelKeyAttr::Other {
             kind: *kind,
             data: vec![0; data.len()],
         },
         flag => flag.clone(),
     }
+}
+
+/// `OVS_TUNNEL_KEY_ATTR_VXLAN_OPTS`: nested `OVS_VXLAN_EXT_*` attributes.
+pub(crate) const VXLAN_OPTS: u16 = 11;
+/// `OVS_VXLAN_EXT_GBP` inside [`VXLAN_OPTS`] (`u32`: flags << 16 | id).
+pub(crate) const VXLAN_EXT_GBP: u16 = 1;
+
+/// The nested attributes of `data`, same headers, zero payloads.
+fn zero_nested(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut w = AttrWriter::new(&mut out);
+    for a in AttrIter::new("vxlan options", data).map_while(Result::ok) {
+        w.with(a.kind, |w| w.raw(&vec![0; a.payload.len()]));
+    }
+    let _ = w.finish();
+    out
+}
+
+/// Nested attributes as (kind, payload) pairs; stops at the first bad one.
+fn nested_pairs(data: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    AttrIter::new("vxlan options", data)
+        .map_while(Result::ok)
+        .map(|a| (a.kind, a.payload.to_vec()))
+        .collect()
+}
+
+/// `format_odp_tun_vxlan_opt`.
+fn format_vxlan_opts(out: &mut String, key: &[u8], mask: Option<&[u8]>, v: bool) {
+    let masks = mask.map(nested_pairs);
+    for (kind, payload) in nested_pairs(key) {
+        let m: Option<Vec<u8>> = masks.as_ref().map(|ms| {
+            ms.iter()
+                .find(|(k, _)| *k == kind)
+                .map_or_else(|| vec![0; payload.len()], |(_, p)| p.clone())
+        });
+        let as_u32 = |b: &[u8]| -> Option<u32> { Some(u32::from_ne_bytes(b.try_into().ok()?)) };
+        match (kind, as_u32(&payload)) {
+            (VXLAN_EXT_GBP, Some(k)) if m.as_deref().is_none_or(|m| m.len() == 4) => {
+                let mm = m.as_deref().and_then(as_u32);
+                out.push_str("gbp(");
+                f_be16(
+                    out,
+                    v,
+                    "id",
+                    Be16((k & 0xffff) as u16),
+                    mm.map(|m| Be16((m & 0xffff) as u16)),
+                );
+                f_u8x(
+                    out,
+                    v,
+                    "flags",
+                    (k >> 16) as u8,
+                    mm.map(|m| (m >> 16) as u8),
+                );
+                chomp(out, ',');
+                out.push_str("),");
+            }
+            _ => {
+                let _ = write!(out, "key{kind}(");
+                hex_bytes(out, &payload);
+                if let Some(m) = &m {
+                    if m.iter().any(|&x| x != 0xff) {
+                        out.push('/');
+                        hex_bytes(out, m);
+                    }
+                }
+                out.push_str("),");
+            }
+        }
+    }
+    chomp(out, ',');
 }
 
 /// OVS's name for a key attribute type.
@@ -549,8 +624,17 @@ fn format_tunnel(out: &mut String, key: &[TunnelKeyAttr], mask: Option<&[TunnelK
             TunnelKeyAttr::Oam => fl |= tun_flag::OAM,
             TunnelKeyAttr::TpSrc(k) => f_be16(out, v, "tp_src", *k, tm!(TpSrc)),
             TunnelKeyAttr::TpDst(k) => f_be16(out, v, "tp_dst", *k, tm!(TpDst)),
+            TunnelKeyAttr::Other { kind, data } if *kind == VXLAN_OPTS => {
+                let m = match &ma {
+                    Some(TunnelKeyAttr::Other { data, .. }) => Some(data.as_slice()),
+                    _ => None,
+                };
+                out.push_str("vxlan(");
+                format_vxlan_opts(out, data, m, v);
+                out.push_str("),");
+            }
             other => {
-                // Options this crate keeps raw (Geneve, VXLAN, ERSPAN...).
+                // Options this crate keeps raw (Geneve, ERSPAN...).
                 let _ = write!(out, "key{}(", other.kind());
                 let mut kb = Vec::new();
                 let mut mb = Vec::new();
@@ -1225,7 +1309,7 @@ fn action(out: &mut String, a: &Action, names: Option<&PortNames>) {
         other => {
             let _ = write!(out, "action{}", other.kind());
             let mut buf = Vec::new();
-            let mut w = crate::wire::nla::AttrWriter::new(&mut buf);
+            let mut w = AttrWriter::new(&mut buf);
             other.emit_payload(&mut w);
             let _ = w.finish();
             for (i, b) in buf.iter().enumerate() {

@@ -8,13 +8,16 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::error::ParseError;
-use super::format::{ct_state_name, tcp_flag_name, tun_flag, tun_flag_name};
+use super::format::{
+    VXLAN_EXT_GBP, VXLAN_OPTS, ct_state_name, tcp_flag_name, tun_flag, tun_flag_name,
+};
 use crate::wire::action::{Action, CtAttr, NatAttr, SampleAttr, UserspaceAttr};
 use crate::wire::flow::Ufid;
 use crate::wire::key::{
     ArpKey, EthernetKey, FlowKey, IcmpKey, Ipv4Key, Ipv6Key, KeyAttr, NdKey, PortsKey,
     TunnelKeyAttr,
 };
+use crate::wire::nla::AttrWriter;
 use crate::wire::types::{Be16, Be32, Be64, MacAddr};
 
 /// How deep `encap(…)`, `clone(…)` and `sample(…)` may nest.
@@ -355,6 +358,38 @@ fn tunnel(c: &mut Cur<'_>) -> Result<Pair, ParseError> {
                 } else {
                     k.push(TunnelKeyAttr::TpDst(Be16(v)));
                     m.push(TunnelKeyAttr::TpDst(Be16(mm)));
+                }
+            }
+            "vxlan" => {
+                c.expect("gbp(")?;
+                let (mut id, mut idm, mut fl, mut flm) = (0u16, 0u16, 0u8, 0u8);
+                c.fields(|c, name| {
+                    match name {
+                        "id" => (id, idm) = c.masked(Cur::u16, u16::MAX)?,
+                        "flags" => (fl, flm) = c.masked(Cur::u8, u8::MAX)?,
+                        _ => return Err(ParseError::Unsupported(format!("gbp field {name}"))),
+                    }
+                    Ok(())
+                })?;
+                c.expect(")")?;
+                let gbp = |v: u32| {
+                    let mut data = Vec::new();
+                    let mut w = AttrWriter::new(&mut data);
+                    w.with(VXLAN_EXT_GBP, |w| w.raw(&v.to_ne_bytes()));
+                    let _ = w.finish();
+                    TunnelKeyAttr::Other {
+                        kind: VXLAN_OPTS,
+                        data,
+                    }
+                };
+                // OVS leaves a zero value (or mask) out altogether.
+                let kv = u32::from(fl) << 16 | u32::from(id);
+                let mv = u32::from(flm) << 16 | u32::from(idm);
+                if kv != 0 {
+                    k.push(gbp(kv));
+                }
+                if mv != 0 {
+                    m.push(gbp(mv));
                 }
             }
             "flags" => {

@@ -109,6 +109,19 @@ fn tunnel_key_flags_and_masks() {
 }
 
 #[test]
+fn vxlan_gbp_options() {
+    let s = "tunnel(tun_id=0x5,dst=192.0.2.2,ttl=64,vxlan(gbp(id=10,flags=0x1)),flags(+key))";
+    let f = parse_ok(s);
+    assert_eq!(format_flow_key(&f.key, Some(&f.mask), None, false), s);
+    let s2 = "tunnel(tun_id=0x5,dst=192.0.2.2,ttl=64,vxlan(gbp(id=10/0xff)),flags(+key))";
+    let f = parse_ok(s2);
+    assert_eq!(format_flow_key(&f.key, Some(&f.mask), None, false), s2);
+    let acts = "set(tunnel(tun_id=0x5,dst=192.0.2.2,ttl=64,vxlan(gbp(id=7,flags=0)),flags(key))),1";
+    let a = parse_actions(acts, None).unwrap();
+    assert_eq!(format_actions(&a, None), acts);
+}
+
+#[test]
 fn set_tunnel_action_prints_like_ovs() {
     let a = vec![
         Action::Set(KeyAttr::Tunnel(vec![
@@ -661,6 +674,18 @@ fn random_tunnel(r: &mut Rng) -> (KeyAttr, KeyAttr) {
         let mm = r.mask64(0xffff) as u16;
         k.push(TunnelKeyAttr::TpDst(Be16(r.u16() & mm)));
         m.push(TunnelKeyAttr::TpDst(Be16(mm)));
+    }
+    if r.bool() {
+        // VXLAN GBP: id and flags, both nonzero (OVS leaves zeros out).
+        let mm = ((r.u32() & 0xff_ffff) | 1).max(1);
+        let kv = (r.u32() & mm) | (mm & mm.wrapping_neg());
+        let gbp = |v: u32| {
+            let mut data = vec![8, 0, 1, 0];
+            data.extend_from_slice(&v.to_ne_bytes());
+            TunnelKeyAttr::Other { kind: 11, data }
+        };
+        k.push(gbp(kv));
+        m.push(gbp(mm));
     }
     // Flags last, in OVS's order, each key flag also in the mask.
     for f in [
