@@ -126,6 +126,20 @@ pub enum Action {
     /// Remove the bridge, the datapath, weave's veths and the host firewall
     /// rules (what a run set up), then exit.
     Reset,
+    /// Install the `weave-net` and `weave-ipam` CNI plugins and the network
+    /// configuration list `10-weave.conflist` (weave-net chained with
+    /// portmap), then exit.
+    InstallCni {
+        /// Where the plugin binaries are; default: next to this executable.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Where CNI runtimes look for plugins.
+        #[arg(long, default_value = "/opt/cni/bin")]
+        plugin_dir: PathBuf,
+        /// Where CNI runtimes look for network configurations.
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        conf_dir: PathBuf,
+    },
 }
 
 impl Options {

@@ -39,6 +39,37 @@ pub const VERSION: &str = concat!("weave-rs ", env!("CARGO_PKG_VERSION"));
 
 /// `weave-router reset`: removes the bridge, the datapath, weave's veths
 /// and the host firewall rules.
+/// `weave-router install-cni`: copies the plugins (from `from`, or the
+/// directory of this executable) and writes the network configuration.
+fn install_cni(
+    from: Option<&std::path::Path>,
+    plugin_dir: &std::path::Path,
+    conf_dir: &std::path::Path,
+) -> Result<()> {
+    let from = match from {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_exe()
+            .context("finding this executable")?
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .context("this executable has no directory")?,
+    };
+    weave_cni::install::install(plugin_dir, conf_dir, &from)
+        .map_err(|error| anyhow!("installing the CNI plugins: {error}"))?;
+    info!(
+        from = %from.display(),
+        plugins = %plugin_dir.display(),
+        conf = %conf_dir.display(),
+        "installed weave-net, weave-ipam and 10-weave.conflist"
+    );
+    println!(
+        "installed weave-net and weave-ipam in {} and 10-weave.conflist in {}",
+        plugin_dir.display(),
+        conf_dir.display()
+    );
+    Ok(())
+}
+
 fn reset(options: &Options, name: PeerName) -> Result<()> {
     use crate::net::datapath::{DatapathOps, probe_openvswitch};
     use crate::net::firewall::rules::FirewallConfig;
@@ -72,6 +103,14 @@ fn reset(options: &Options, name: PeerName) -> Result<()> {
 
 /// Runs `weave-router` with parsed options until it is stopped.
 pub fn run(options: Options) -> Result<()> {
+    if let Some(Action::InstallCni {
+        from,
+        plugin_dir,
+        conf_dir,
+    }) = &options.command
+    {
+        return install_cni(from.as_deref(), plugin_dir, conf_dir);
+    }
     let name = match &options.name {
         Some(name) => name
             .parse::<PeerName>()
@@ -84,7 +123,7 @@ pub fn run(options: Options) -> Result<()> {
             return Ok(());
         }
         Some(Action::Reset) => return reset(&options, name),
-        None => {}
+        Some(Action::InstallCni { .. }) | None => {}
     }
     if options.resume && !options.peers.is_empty() {
         return Err(anyhow!(
