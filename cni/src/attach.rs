@@ -301,6 +301,8 @@ fn container_setup(
     }
     sys::sysctl_if_exists(&format!("net/ipv6/conf/{ifname}/accept_ra"), "0").map_err(sysfail)?;
     sys::configure_arp_cache(ifname).map_err(sysfail)?;
+    // The gratuitous ARP is sent by the kernel (arp_notify), see below.
+    sys::sysctl_if_exists(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1").map_err(sysfail)?;
     rtnl.add_address(link.index, addr).map_err(kernel)?;
     rtnl.set_up(link.index).map_err(kernel)?;
     if routes.is_empty() {
@@ -343,8 +345,13 @@ fn container_setup(
         }
     }
     let mac = link.mac.clone().unwrap_or_default();
+    // The gratuitous ARP, so neighbours drop a stale entry for a reused
+    // address: re-setting the MAC makes the kernel send it (arp_notify).
+    // Not at link-up, where it would come before the bridge port of the
+    // host end forwards; and not from a packet socket, whose close waits
+    // for an RCU grace period (about 15 ms, most of an ADD).
     if let Some(bytes) = sys::parse_mac(&mac) {
-        if let Err(e) = sys::gratuitous_arp(link.index, bytes, addr.addr()) {
+        if let Err(e) = rtnl.set_mac(link.index, bytes) {
             eprintln!("weave-cni: gratuitous ARP on {ifname}: {e}");
         }
     }

@@ -344,6 +344,19 @@ impl Rtnl {
         )
     }
 
+    /// Sets the MAC address of link `index` (the same one is fine: the
+    /// kernel still announces the change to its address listeners, which
+    /// with `arp_notify` send a gratuitous ARP).
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<(), RtnlError> {
+        let mut msg = index_message(index);
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.execute(
+            &format!("setting the MAC address of link #{index}"),
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+        )
+    }
+
     /// Brings link `index` up.
     pub fn set_up(&mut self, index: u32) -> Result<(), RtnlError> {
         let mut msg = index_message(index);

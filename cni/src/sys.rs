@@ -1,9 +1,7 @@
-//! Kernel knobs outside rtnetlink: sysctls, TX checksum offload (ethtool
-//! ioctl) and gratuitous ARP (a packet socket). All act in the calling
-//! thread's network namespace.
+//! Kernel knobs outside rtnetlink: sysctls and TX checksum offload (ethtool
+//! ioctl). Both act in the calling thread's network namespace.
 
 use std::io;
-use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Writes `value` to `/proc/sys/<key>`; a key that does not exist (IPv6
@@ -84,52 +82,6 @@ pub fn tx_checksum_off(ifname: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// The ARP packet announcing that `ip` is at `mac`.
-pub fn gratuitous_arp_packet(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 28] {
-    let mut p = [0u8; 28];
-    p[0..2].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
-    p[2..4].copy_from_slice(&0x0800u16.to_be_bytes()); // IPv4
-    p[4] = 6;
-    p[5] = 4;
-    p[6..8].copy_from_slice(&1u16.to_be_bytes()); // request
-    p[8..14].copy_from_slice(&mac);
-    p[14..18].copy_from_slice(&ip.octets());
-    p[18..24].copy_from_slice(&[0xff; 6]);
-    p[24..28].copy_from_slice(&ip.octets());
-    p
-}
-
-/// Broadcasts a gratuitous ARP for `ip` from `mac` out of link `ifindex`,
-/// so neighbours drop stale entries for a reused address.
-pub fn gratuitous_arp(ifindex: u32, mac: [u8; 6], ip: Ipv4Addr) -> io::Result<()> {
-    let proto = (libc::ETH_P_ARP as u16).to_be();
-    let fd = socket(libc::AF_PACKET, libc::SOCK_DGRAM, libc::c_int::from(proto))?;
-    let packet = gratuitous_arp_packet(mac, ip);
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = proto;
-    addr.sll_ifindex = i32::try_from(ifindex)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index"))?;
-    addr.sll_halen = 6;
-    addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    // SAFETY: packet and addr are valid for the lengths given.
-    let rc = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            packet.as_ptr().cast(),
-            packet.len(),
-            0,
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];
@@ -143,15 +95,6 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn arp_packet_layout() {
-        let p = gratuitous_arp_packet([1, 2, 3, 4, 5, 6], Ipv4Addr::new(10, 32, 0, 5));
-        assert_eq!(&p[..8], &[0, 1, 8, 0, 6, 4, 0, 1]);
-        assert_eq!(&p[8..14], &[1, 2, 3, 4, 5, 6]);
-        assert_eq!(&p[14..18], &[10, 32, 0, 5]);
-        assert_eq!(&p[24..28], &[10, 32, 0, 5]);
-    }
 
     #[test]
     fn macs_parse() {

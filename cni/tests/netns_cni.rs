@@ -38,6 +38,23 @@ fn netns_cni_lifecycle_and_spec_edge_cases() -> Result<()> {
     let a = Attachment::new("c1-0123456789", &pod);
 
     ensure!(rt.status_list(&list)?.is_ok(), "STATUS before ADD");
+    // Watch for the pod's gratuitous ARP (sender = target) on the host.
+    let mut garp = host.spawn(
+        "tcpdump-garp",
+        &[
+            "tcpdump",
+            "-i",
+            "any",
+            "-n",
+            "-l",
+            "-c",
+            "1",
+            "arp and arp[14:4] = arp[24:4]",
+        ],
+    )?;
+    wait_for(Duration::from_secs(10), "tcpdump to listen", || {
+        Ok(garp.log().contains("listening on"))
+    })?;
     let result = rt.add_list(&list, &a)?;
     // Interfaces: host veth without sandbox, container end with it.
     ensure!(result["cniVersion"] == "1.1.0", "{result}");
@@ -63,6 +80,18 @@ fn netns_cni_lifecycle_and_spec_edge_cases() -> Result<()> {
     ensure!(
         address.starts_with("10.") && address.ends_with("/12"),
         "{address}"
+    );
+    ensure!(
+        garp.wait_timeout(Duration::from_secs(10))?.is_some(),
+        "no gratuitous ARP after ADD: {}",
+        garp.log()
+    );
+    let bare = address.split('/').next().unwrap_or_default();
+    ensure!(
+        garp.log()
+            .contains(&format!("Request who-has {bare} tell {bare}")),
+        "{}",
+        garp.log()
     );
     let gateway = result["ips"][0]["gateway"]
         .as_str()
