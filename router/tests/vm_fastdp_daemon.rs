@@ -41,6 +41,12 @@ fn require_openvswitch() -> Result<()> {
     Ok(())
 }
 
+/// The router binary: this build's, or `WEAVE_ROUTER_BIN` (a copy that
+/// another build in the shared target directory cannot replace mid-run).
+fn router_bin() -> String {
+    std::env::var("WEAVE_ROUTER_BIN").unwrap_or_else(|_| ROUTER.to_string())
+}
+
 fn name_of(i: usize) -> String {
     format!("00:00:00:00:00:{:02x}", i + 1)
 }
@@ -53,7 +59,7 @@ fn start(lab: &Lab, i: usize, n: usize, extra: &[&str]) -> Result<Process> {
     std::fs::create_dir_all(&db)?;
     let seeds: Vec<String> = (0..n).map(name_of).collect();
     let mut argv: Vec<String> = vec![
-        ROUTER.into(),
+        router_bin(),
         "--name".into(),
         name_of(i),
         "--nickname".into(),
