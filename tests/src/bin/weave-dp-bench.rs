@@ -202,7 +202,8 @@ fn iperf(
             .args(["-c", server_ip, "-t", &seconds.to_string(), "-J"])
             .in_netns(client_ns)
             .output()?;
-        let ok = run.status.success();
+        // iperf3 -J can exit 0 with an "error" member (server not yet up).
+        let ok = run.status.success() && !run.stdout.contains("\"error\"");
         out = Some(run);
         Ok(ok)
     })?;
