@@ -95,6 +95,13 @@ fn run(args: &Args) -> Result<bool> {
         "building {nodes} hosts ({mode_name}) with {} pods each",
         args.pods
     ));
+    if args.keep {
+        // Ctrl-C reaches the terminal's whole process group: with SIGINT
+        // blocked here, before any process starts, the routers and the
+        // rest inherit the block and keep running until the lab is torn
+        // down in order; this process takes the signal in sigwait.
+        block(&[libc::SIGINT])?;
+    }
     let lab = Lab::new(nodes)?;
     let mut routers = Vec::new();
     for host in lab.hosts() {
@@ -395,22 +402,31 @@ fn keep_until_interrupted(lab: &Lab, pods: &[Pod]) -> Result<()> {
 }
 
 fn wait_for_signal() -> Result<()> {
-    // SAFETY: plain libc calls on a zeroed sigset_t that we own; blocking
-    // the signals first makes sigwait receive them instead of the default
-    // action killing the process before the lab is cleaned up.
+    let set = block(&[libc::SIGINT, libc::SIGTERM])?;
+    let mut signal = 0;
+    // SAFETY: sigwait on a signal set we own; the signals are blocked, so
+    // they wait for it instead of killing the process before the lab is
+    // cleaned up.
+    unsafe { libc::sigwait(&set, &mut signal) };
+    println!("\ninterrupted: tearing the lab down");
+    Ok(())
+}
+
+/// Blocks `signals` in the calling thread (and in processes it starts
+/// later, which inherit the mask); returns them as a set.
+fn block(signals: &[libc::c_int]) -> Result<libc::sigset_t> {
+    // SAFETY: plain libc calls on a zeroed sigset_t that we own.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            bail!("blocking SIGINT/SIGTERM failed");
+        for &signal in signals {
+            libc::sigaddset(&mut set, signal);
         }
-        let mut signal = 0;
-        libc::sigwait(&set, &mut signal);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            bail!("blocking signals failed");
+        }
+        Ok(set)
     }
-    println!("\ninterrupted: tearing the lab down");
-    Ok(())
 }
 
 /// The last lines of every router's log, for failures.
