@@ -139,6 +139,10 @@ fn attach(lab: &Lab, host: &Host, n: usize, bridged: bool) -> Result<Container> 
     wait_for(Duration::from_secs(60), "the weave bridge", || {
         Ok(host.run(&["ip", "link", "show", "weave"]).is_ok())
     })?;
+    // The bridge comes before the HTTP API: wait for that too.
+    wait_for(Duration::from_secs(60), "the router's HTTP API", || {
+        Ok(http(host, "GET", "/status", None).is_ok())
+    })?;
     let id = format!("c{}{n}", host.index());
     let netns = lab.add_netns(&id)?;
     let host_if = format!("vethwepl{}{n}", host.index());
