@@ -23,7 +23,10 @@ fn vm_cni_fastdp_pods_on_two_hosts_ping() -> Result<()> {
     wait_router(lab.host(1), &r1)?;
     for host in lab.hosts() {
         let status = http(host, "GET", "/status")?.unwrap_or_default();
-        ensure!(status.contains("bridged_fastdp"), "not in fastdp:\n{status}");
+        ensure!(
+            status.contains("bridged_fastdp"),
+            "not in fastdp:\n{status}"
+        );
     }
     let list = json!({
         "cniVersion": "1.1.0",
