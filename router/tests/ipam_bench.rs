@@ -30,7 +30,7 @@ fn config(i: u64, n: u32, universe: Cidr) -> Config {
 /// the same way); a tick comes every ten rounds. Counts rounds until every
 /// peer holds the same ring.
 #[test]
-#[ignore]
+#[ignore = "benchmark, not a test: run with --release -- --ignored --nocapture"]
 fn bench_1000_peers_reach_one_ring() {
     let n = 1000usize;
     let universe = Cidr {
@@ -134,7 +134,7 @@ fn bench_1000_peers_reach_one_ring() {
 
 /// Allocations per second on one peer that owns the whole /12.
 #[test]
-#[ignore]
+#[ignore = "benchmark, not a test: run with --release -- --ignored --nocapture"]
 fn bench_local_allocations_per_second() {
     let universe = Cidr {
         addr: Address(0x0a20_0000),
