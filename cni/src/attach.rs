@@ -1,8 +1,16 @@
 //! `weave-net`'s work on the host and in the container: the veth pair on
 //! the bridge, the container's address and routes, and undoing it.
+//!
+//! The bridge `weave` is either a Linux bridge (Bridge and BridgedFastdp
+//! modes), where the host veth is enslaved here, or, in pure Fastdp mode,
+//! the Open vSwitch datapath's own internal port: then the router makes
+//! the host veth a port of the datapath when the container is registered
+//! (`PUT /container/{id}` with `host_veth`), and ADD waits until the
+//! kernel shows it attached.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
 
@@ -20,6 +28,29 @@ pub const HOST_VETH_PREFIX: &str = "vethwepl";
 
 /// The name of the datapath next to the bridge in BridgedFastdp mode.
 const DATAPATH: &str = "datapath";
+
+/// How long ADD waits, in pure Fastdp mode, for the router to make the
+/// host veth a datapath port.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the link named by the configuration's `bridge` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeKind {
+    /// A Linux bridge (Bridge or BridgedFastdp mode).
+    Linux,
+    /// The internal port of an Open vSwitch datapath (pure Fastdp mode).
+    Datapath,
+}
+
+/// What a link's kind makes of it as the weave bridge, or `None` when it
+/// can be neither.
+pub fn bridge_kind(kind: &str) -> Option<BridgeKind> {
+    match kind {
+        "bridge" => Some(BridgeKind::Linux),
+        "openvswitch" => Some(BridgeKind::Datapath),
+        _ => None,
+    }
+}
 
 fn kernel(error: RtnlError) -> CniError {
     CniError::new(Code::Kernel, error.to_string())
@@ -75,7 +106,7 @@ pub fn add(
     let ifname = env.ifname().to_string();
     let netns = Netns::open(&ns_path).map_err(netns_error)?;
     let mut rtnl = Rtnl::open().map_err(kernel)?;
-    let bridge = bridge(&mut rtnl, &conf.bridge)?;
+    let (bridge, kind) = bridge(&mut rtnl, &conf.bridge)?;
     let address = ipam_result
         .ips
         .iter()
@@ -93,10 +124,14 @@ pub fn add(
             }
             _ => None,
         };
-        let bridged_fastdp = rtnl
-            .link(DATAPATH)
-            .map_err(kernel)?
-            .is_some_and(|l| l.kind == "openvswitch");
+        // Frames reach a kernel datapath before anything in userspace sees
+        // them: TX checksum offload can stay on (Weave's plugin turned it
+        // off only for the userspace sleeve).
+        let datapath_path = kind == BridgeKind::Datapath
+            || rtnl
+                .link(DATAPATH)
+                .map_err(kernel)?
+                .is_some_and(|l| l.kind == "openvswitch");
         let mtu = conf.mtu.unwrap_or(bridge.mtu);
         let mut host_name = host_veth_name(env.id(), &ifname);
         if rtnl.link(&host_name).map_err(kernel)?.is_some() {
@@ -120,8 +155,10 @@ pub fn add(
         let host_setup = (|| {
             sys::sysctl_if_exists(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0")
                 .map_err(|e| CniError::new(Code::Kernel, e.to_string()))?;
-            rtnl.set_master(host.index, bridge.index).map_err(kernel)?;
-            if conf.hairpin_mode {
+            if kind == BridgeKind::Linux {
+                rtnl.set_master(host.index, bridge.index).map_err(kernel)?;
+            }
+            if kind == BridgeKind::Linux && conf.hairpin_mode {
                 rtnl.set_hairpin(host.index, true).map_err(kernel)?;
             }
             rtnl.set_up(host.index).map_err(kernel)
@@ -133,7 +170,7 @@ pub fn add(
         let routes = ipam_result.routes.clone();
         let name = ifname.clone();
         let side = netns
-            .run(move || container_setup(&name, addr, gateway, &routes, !bridged_fastdp))
+            .run(move || container_setup(&name, addr, gateway, &routes, !datapath_path))
             .map_err(netns_error)
             .and_then(|r| r);
         let side = match side {
@@ -143,7 +180,21 @@ pub fn add(
                 return Err(e);
             }
         };
-        router.register_container(env.id(), &[addr], &side.mac, &host_name);
+        match kind {
+            BridgeKind::Linux => {
+                router.register_container(env.id(), &[addr], &side.mac, &host_name);
+            }
+            BridgeKind::Datapath => {
+                let attached = router
+                    .attach_container(env.id(), &[addr], &side.mac, &host_name)
+                    .and_then(|()| wait_attached(&mut rtnl, &host_name, bridge.index));
+                if let Err(e) = attached {
+                    router.unregister_container(env.id());
+                    undo_veth(&mut rtnl);
+                    return Err(e);
+                }
+            }
+        }
         Ok(build_result(
             conf,
             &ns_path,
@@ -215,26 +266,47 @@ fn build_result(
     out
 }
 
-/// The bridge, which must be a Linux bridge.
-fn bridge(rtnl: &mut Rtnl, name: &str) -> Result<Link, CniError> {
+/// Waits until the host veth `name` is a port of the datapath whose
+/// internal port has index `datapath` (the kernel shows the datapath as
+/// the port's master).
+fn wait_attached(rtnl: &mut Rtnl, name: &str, datapath: u32) -> Result<(), CniError> {
+    let deadline = Instant::now() + ATTACH_TIMEOUT;
+    loop {
+        let link = rtnl.link(name).map_err(kernel)?;
+        if link.as_ref().and_then(|l| l.master) == Some(datapath) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(CniError::new(
+                Code::Router,
+                format!(
+                    "weave-router did not make {name} a port of its datapath within {}s",
+                    ATTACH_TIMEOUT.as_secs()
+                ),
+            )
+            .with_details("see the router's log (\"attaching the container's veth\")"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The bridge: a Linux bridge, or the internal port of an Open vSwitch
+/// datapath (pure Fastdp).
+fn bridge(rtnl: &mut Rtnl, name: &str) -> Result<(Link, BridgeKind), CniError> {
     let bridge = rtnl.link(name).map_err(kernel)?.ok_or_else(|| {
         CniError::new(
             Code::TryAgainLater,
             format!("bridge {name:?} is not present; is weave-router running?"),
         )
     })?;
-    match bridge.kind.as_str() {
-        "bridge" => Ok(bridge),
-        "openvswitch" => Err(CniError::new(
+    match bridge_kind(&bridge.kind) {
+        Some(kind) => Ok((bridge, kind)),
+        None => Err(CniError::new(
             Code::InvalidConfig,
             format!(
-                "{name:?} is an Open vSwitch datapath (fastdp without a Linux bridge); \
-                 weave-net attaches containers to a Linux bridge (run weave-router in BridgedFastdp or Bridge mode)"
+                "{name:?} is a {:?} link, neither a Linux bridge nor an Open vSwitch datapath",
+                bridge.kind
             ),
-        )),
-        other => Err(CniError::new(
-            Code::InvalidConfig,
-            format!("{name:?} is a {other:?} link, not a bridge"),
         )),
     }
 }
@@ -464,7 +536,7 @@ pub fn check(conf: &NetConf, env: &CniEnv, prev: &CniResult) -> Result<Vec<Ipv4N
         })
         .map_err(netns_error)??;
     let mut rtnl = Rtnl::open().map_err(kernel)?;
-    let bridge = bridge(&mut rtnl, &conf.bridge)?;
+    let (bridge, _) = bridge(&mut rtnl, &conf.bridge)?;
     for host in prev
         .interfaces
         .iter()
@@ -476,7 +548,7 @@ pub fn check(conf: &NetConf, env: &CniEnv, prev: &CniResult) -> Result<Vec<Ipv4N
             .ok_or_else(|| failed(format!("host veth {} is missing", host.name)))?;
         if link.master != Some(bridge.index) {
             return Err(failed(format!(
-                "host veth {} is not on bridge {}",
+                "host veth {} is not on bridge (or datapath) {}",
                 host.name, conf.bridge
             )));
         }
@@ -503,5 +575,13 @@ mod tests {
             fallback_veth_name("abc", "eth1")
         );
         assert!(fallback_veth_name("x", "y").len() <= 15);
+    }
+
+    #[test]
+    fn bridge_kinds() {
+        assert_eq!(bridge_kind("bridge"), Some(BridgeKind::Linux));
+        assert_eq!(bridge_kind("openvswitch"), Some(BridgeKind::Datapath));
+        assert_eq!(bridge_kind("veth"), None);
+        assert_eq!(bridge_kind(""), None);
     }
 }

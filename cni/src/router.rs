@@ -198,20 +198,54 @@ impl Router {
 
     /// Tells the router about a container so fastdp can install its flows
     /// at once. Failures are logged on stderr, never returned: the router
-    /// learns the container from its traffic anyway.
+    /// learns the container from its traffic anyway (a Linux bridge
+    /// carries it). See [`Router::attach_container`] for pure Fastdp.
     pub fn register_container(&self, id: &str, ips: &[Ipv4Net], mac: &str, host_veth: &str) {
+        let result = self.put_container(id, ips, mac, host_veth);
+        log_registration("register", id, result);
+    }
+
+    /// Pure Fastdp: the router makes `host_veth` a port of its datapath
+    /// and installs the container's flows. Without this the container has
+    /// no connectivity, so every failure is returned.
+    pub fn attach_container(
+        &self,
+        id: &str,
+        ips: &[Ipv4Net],
+        mac: &str,
+        host_veth: &str,
+    ) -> Result<(), CniError> {
+        let response = self
+            .put_container(id, ips, mac, host_veth)
+            .map_err(unreachable)?;
+        if response.is_success() {
+            Ok(())
+        } else {
+            Err(refused(
+                &format!("attach container {id} to its datapath"),
+                &response,
+            ))
+        }
+    }
+
+    fn put_container(
+        &self,
+        id: &str,
+        ips: &[Ipv4Net],
+        mac: &str,
+        host_veth: &str,
+    ) -> Result<Response, HttpError> {
         let body = serde_json::json!({
             "ips": ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "mac": mac,
             "host_veth": host_veth,
         })
         .to_string();
-        let result = self.client.request(
+        self.client.request(
             "PUT",
             &format!("/container/{id}"),
             Some(("application/json", body.as_bytes())),
-        );
-        log_registration("register", id, result);
+        )
     }
 
     /// Tells the router a container is gone; failures only logged.

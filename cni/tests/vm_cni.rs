@@ -1,51 +1,69 @@
-//! Pods attached by weave-net on two hosts whose routers run fastdp
-//! (BridgedFastdp: the Linux bridge `weave` joined to the ODP datapath)
-//! reach each other. Needs the kernel's openvswitch module: the VM stage of
-//! `cargo xtask test` runs it.
+//! Pods attached by weave-net on two hosts whose routers run fastdp reach
+//! each other, in both fastdp modes:
+//!
+//! - BridgedFastdp: the Linux bridge `weave` joined to the ODP datapath;
+//!   weave-net enslaves the host veth to the bridge;
+//! - pure Fastdp (`--no-bridged-fastdp`): `weave` is the datapath itself;
+//!   weave-net leaves the host veth alone and the router makes it a port of
+//!   the datapath when the container is registered.
+//!
+//! Needs the kernel's openvswitch module: the VM stage of `cargo xtask
+//! test` runs them.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use serde_json::json;
-use weave_tests::{Lab, wait_for};
+use serde_json::{Value, json};
+use weave_tests::{Host, Lab, Process, wait_for};
 
 mod common;
 use common::{Attachment, Runtime, http, start_router_with, wait_router};
 
-#[test]
-#[ignore = "needs the VM: run by cargo xtask test"]
-fn vm_cni_fastdp_pods_on_two_hosts_ping() -> Result<()> {
-    let lab = Lab::new(2)?;
-    let range = ["--ipalloc-range", "10.32.0.0/12"];
-    let r0 = start_router_with(lab.host(0), &range, &[])?;
-    let r1 = start_router_with(lab.host(1), &range, &[lab.host(0)])?;
+/// Starts two routers with `extra` flags and waits for their APIs.
+fn two_routers(lab: &Lab, extra: &[&str]) -> Result<(Process, Process)> {
+    let mut args = vec!["--ipalloc-range", "10.32.0.0/12"];
+    args.extend_from_slice(extra);
+    let r0 = start_router_with(lab.host(0), &args, &[])?;
+    let r1 = start_router_with(lab.host(1), &args, &[lab.host(0)])?;
     wait_router(lab.host(0), &r0)?;
     wait_router(lab.host(1), &r1)?;
-    for host in lab.hosts() {
-        let status = http(host, "GET", "/status")?.unwrap_or_default();
-        ensure!(
-            status.contains("bridged_fastdp"),
-            "not in fastdp:\n{status}"
-        );
-    }
-    let list = json!({
+    Ok((r0, r1))
+}
+
+fn conflist() -> Value {
+    json!({
         "cniVersion": "1.1.0",
         "name": "weave",
         "plugins": [{"type": "weave-net"}],
-    });
+    })
+}
+
+/// One pod per host through ADD and CHECK; returns (netns, address,
+/// attachment, ADD result) per pod.
+fn add_pods(lab: &Lab, tag: &str) -> Result<Vec<(String, String, Attachment, Value)>> {
     let mut pods = Vec::new();
     for (i, host) in lab.hosts().iter().enumerate() {
         let rt = Runtime::new(host.netns())?;
         let pod = lab.add_netns(&format!("pod{i}"))?;
-        let a = Attachment::new(&format!("fastdp-pod-{i}"), &pod);
-        let result = rt.add_list(&list, &a)?;
-        rt.check_list(&list, &a, &result)?;
+        let a = Attachment::new(&format!("{tag}-pod-{i}"), &pod);
+        let result = rt.add_list(&conflist(), &a)?;
+        rt.check_list(&conflist(), &a, &result)?;
         let ip = result["ips"][0]["address"].as_str().context("address")?;
-        pods.push((pod, ip.split('/').next().unwrap_or_default().to_string()));
+        let ip = ip.split('/').next().unwrap_or_default().to_string();
+        pods.push((pod, ip, a, result));
     }
+    Ok(pods)
+}
+
+/// Each pod pings the other.
+fn ping_both_ways(
+    pods: &[(String, String, Attachment, Value)],
+    r0: &Process,
+    r1: &Process,
+) -> Result<()> {
     for (from, to) in [(0, 1), (1, 0)] {
-        let (pod, _) = &pods[from];
-        let (_, ip) = &pods[to];
+        let pod = &pods[from].0;
+        let ip = &pods[to].1;
         wait_for(
             Duration::from_secs(30),
             &format!("pod{from} to ping {ip}"),
@@ -66,5 +84,99 @@ fn vm_cni_fastdp_pods_on_two_hosts_ping() -> Result<()> {
             )
         })?;
     }
+    Ok(())
+}
+
+/// The host veth names an ADD result lists.
+fn host_veths(result: &Value) -> Vec<String> {
+    result["interfaces"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter(|i| i.get("sandbox").is_none())
+                .filter_map(|i| i["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn link_details(host: &Host, name: &str) -> Result<String> {
+    Ok(host.run(&["ip", "-d", "link", "show", name])?.stdout)
+}
+
+#[test]
+#[ignore = "needs the VM: run by cargo xtask test"]
+fn vm_cni_fastdp_pods_on_two_hosts_ping() -> Result<()> {
+    let lab = Lab::new(2)?;
+    let (r0, r1) = two_routers(&lab, &[])?;
+    for host in lab.hosts() {
+        let status = http(host, "GET", "/status")?.unwrap_or_default();
+        ensure!(
+            status.contains("bridged_fastdp"),
+            "not in fastdp:\n{status}"
+        );
+    }
+    let pods = add_pods(&lab, "fastdp")?;
+    ping_both_ways(&pods, &r0, &r1)
+}
+
+#[test]
+#[ignore = "needs the VM: run by cargo xtask test"]
+fn vm_cni_pure_fastdp_pods_on_two_hosts_ping_and_transfer() -> Result<()> {
+    let lab = Lab::new(2)?;
+    let (r0, r1) = two_routers(&lab, &["--no-bridged-fastdp"])?;
+    for host in lab.hosts() {
+        let weave = link_details(host, "weave")?;
+        ensure!(
+            weave.contains("openvswitch"),
+            "weave is not the datapath:\n{weave}"
+        );
+        ensure!(
+            host.run(&["ip", "link", "show", "datapath"]).is_err(),
+            "a separate datapath exists in pure Fastdp mode"
+        );
+    }
+    let pods = add_pods(&lab, "pure")?;
+    // ADD returned only once the router had made the host veth a port of
+    // the datapath: the kernel shows it enslaved to `weave` at once.
+    for ((_, _, _, result), host) in pods.iter().zip(lab.hosts()) {
+        let veths = host_veths(result);
+        ensure!(veths.len() == 1, "host veths in {result}");
+        let veth = link_details(host, &veths[0])?;
+        ensure!(
+            veth.contains("master weave") && veth.contains("openvswitch_slave"),
+            "{} is not a datapath port:\n{veth}",
+            veths[0]
+        );
+        let report = http(host, "GET", "/report")?.unwrap_or_default();
+        ensure!(
+            report.contains(veths[0].as_str()),
+            "/report lists no vport {}:\n{report}",
+            veths[0]
+        );
+    }
+    ping_both_ways(&pods, &r0, &r1)?;
+    // TCP with the pod veths' checksum offload left on: segments must
+    // arrive with valid checksums across the tunnel.
+    let server_log = lab.dir().join("iperf3-server.log");
+    let _server = weave_tests::Command::new("iperf3")
+        .args(["-s", "-1"])
+        .in_netns(&pods[1].0)
+        .spawn(&server_log)?;
+    wait_for(Duration::from_secs(20), "a 4 MB TCP transfer", || {
+        let run = weave_tests::Command::new("iperf3")
+            .args(["-c", &pods[1].1, "-n", "4M", "-J"])
+            .in_netns(&pods[0].0)
+            .output()?;
+        Ok(run.status.success() && !run.stdout.contains("\"error\""))
+    })?;
+    // DEL removes the host veth and with it the vport.
+    let rt = Runtime::new(lab.host(0).netns())?;
+    rt.del_list(&conflist(), &pods[0].2, Some(&pods[0].3))?;
+    let veth = host_veths(&pods[0].3).remove(0);
+    wait_for(Duration::from_secs(10), "the vport to go", || {
+        let report = http(lab.host(0), "GET", "/report")?.unwrap_or_default();
+        Ok(!report.contains(veth.as_str()))
+    })?;
     Ok(())
 }
