@@ -6,8 +6,10 @@
 //!   Debian's bridge + host-local (`weave-cni-bench`, on this machine).
 //! - `dataplane`: container-to-container TCP throughput across two hosts
 //!   (`weave-dp-bench`): on this machine sleeve ÷ a direct veth pair; in
-//!   the VM fastdp ÷ a Flannel-style kernel VXLAN overlay, and sleeve
-//!   (plain and encrypted) ÷ fastdp.
+//!   the VM fastdp (BridgedFastdp and pure Fastdp) ÷ a Flannel-style
+//!   kernel VXLAN overlay, and sleeve (plain and encrypted), each over
+//!   several interleaved rounds (median reported), then the first ping to
+//!   a new destination with proactive flows and reactive only.
 //! - `odp`: the kernel datapath driver in the VM ([`odp`]).
 
 use std::path::PathBuf;
@@ -43,6 +45,12 @@ pub enum Bench {
         /// Only the part on this machine (no VM).
         #[arg(long)]
         host_only: bool,
+        /// Interleaved rounds of every variant in the VM (median reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// First-ping trials per mode in the VM (0: skip).
+        #[arg(long, default_value_t = 5)]
+        first_ping_trials: u32,
     },
     /// The kernel datapath driver in the VM: batched flow installs ÷ one
     /// request per flow, dump rates, miss-upcall throughput.
@@ -70,14 +78,24 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Bench::Dataplane { seconds, host_only } => dataplane(*seconds, *host_only),
+        Bench::Dataplane {
+            seconds,
+            host_only,
+            rounds,
+            first_ping_trials,
+        } => dataplane(*seconds, *host_only, *rounds, *first_ping_trials),
         Bench::Odp(args) => odp::run(args),
     }
 }
 
-fn dataplane(seconds: u32, host_only: bool) -> Result<ExitCode> {
+fn dataplane(
+    seconds: u32,
+    host_only: bool,
+    rounds: u32,
+    first_ping_trials: u32,
+) -> Result<ExitCode> {
     let tools = crate::setup::all()?;
-    let bin = build_release(&["weave-router", "weave-cni", "weave-tests"])?;
+    let bin = build_release(&["weave-router", "weave-cni", "weave-tests", "odp"])?;
     let argv = |variants: &str| -> Vec<String> {
         vec![
             bin.join("weave-dp-bench").to_string_lossy().into_owned(),
@@ -101,14 +119,23 @@ fn dataplane(seconds: u32, host_only: bool) -> Result<ExitCode> {
     let mut ok = status.success();
     if !host_only {
         println!("==> in the VM: fastdp ÷ Flannel-style VXLAN, sleeve ÷ fastdp");
+        let mut command = argv("flannel,fastdp,fastdp-pure,sleeve,sleeve-encrypted");
+        command.extend([
+            "--rounds".into(),
+            rounds.to_string(),
+            "--first-ping-trials".into(),
+            first_ping_trials.to_string(),
+            "--odp".into(),
+            bin.join("odp").to_string_lossy().into_owned(),
+        ]);
         let outcome = crate::vm::run(
             &tools,
             &crate::vm::VmArgs {
                 cpus: 2,
                 memory: "3G".into(),
-                timeout: 1800,
+                timeout: 3600,
                 keep: false,
-                command: argv("flannel,fastdp,sleeve,sleeve-encrypted"),
+                command,
             },
         )?;
         ok &= outcome.status == 0;

@@ -9,12 +9,30 @@
 //!   parts: a Linux bridge per host, a `vxlan` device with static fdb and
 //!   neighbour entries, and routes between the hosts' pod subnets;
 //! - `fastdp`: weave-router (BridgedFastdp) with pods attached by weave-net;
+//! - `fastdp-pure`: weave-router in pure Fastdp (`--no-bridged-fastdp`:
+//!   the `weave` device is the datapath, pod veths are its ports);
 //! - `sleeve`: weave-router with `--no-fastdp`;
 //! - `sleeve-encrypted`: the same with `--password`.
 //!
 //! Every variant uses the same pod MTU (weave's default, 1376), so the
 //! ratios compare data paths, not packet sizes. Throughput is iperf3's
-//! receiver-side figure for a single TCP stream.
+//! receiver-side figure for a single TCP stream. With `--rounds N` the
+//! variants run N times, interleaved (round 1 runs every variant, then
+//! round 2, …), and the table gives the median with the spread, so noise
+//! shows.
+//!
+//! For the fastdp variants the run also prints what explains a number:
+//! the datapath's hit/missed/lost counters over the iperf3 run (from the
+//! router's `/report`), the flows (`odp dump-flows`, with `--odp`) and the
+//! offloads and MTUs of every interface on the path (`ethtool -k`).
+//!
+//! `--first-ping-trials N` measures the time to the first reply of the
+//! first ping to a new destination: a fresh pod on the other host, then one
+//! ping from the same source pod; once with proactive flows (the default),
+//! once with `--no-proactive-flows` (reactive only, as Weave). Each trial
+//! is timed twice: cold (the source resolves the new address with ARP
+//! first, which is reactive in both modes) and with the neighbour entry
+//! put in the source pod beforehand, which isolates the IPv4 path.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +50,7 @@ enum Variant {
     Veth,
     Flannel,
     Fastdp,
+    FastdpPure,
     Sleeve,
     SleeveEncrypted,
 }
@@ -55,6 +74,16 @@ struct Args {
     /// Where to append the results as a Markdown table row per variant.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// How many times each variant runs (interleaved); the median is
+    /// reported.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// The `odp` CLI, to dump the flows of the fastdp variants.
+    #[arg(long)]
+    odp: Option<PathBuf>,
+    /// First-ping trials per mode (proactive, reactive only); 0 skips.
+    #[arg(long, default_value_t = 0)]
+    first_ping_trials: u32,
 }
 
 /// The pod MTU of every variant.
@@ -71,42 +100,57 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
-    let mut results: Vec<(Variant, f64)> = Vec::new();
-    for &variant in &args.variants {
-        println!("==> {variant:?}");
-        let start = Instant::now();
-        let bps = measure(variant, args).with_context(|| format!("variant {variant:?}"))?;
-        println!(
-            "    {:.3} Gbit/s ({:.0}s)",
-            bps / 1e9,
-            start.elapsed().as_secs_f64()
-        );
-        results.push((variant, bps));
+    let mut samples: Vec<(Variant, Vec<f64>)> =
+        args.variants.iter().map(|v| (*v, Vec::new())).collect();
+    for round in 1..=args.rounds.max(1) {
+        for (variant, list) in &mut samples {
+            println!("==> {variant:?} (round {round})");
+            let start = Instant::now();
+            let bps = measure(*variant, args, round == 1)
+                .with_context(|| format!("variant {variant:?}"))?;
+            println!(
+                "    {:.3} Gbit/s ({:.0}s)",
+                bps / 1e9,
+                start.elapsed().as_secs_f64()
+            );
+            list.push(bps);
+        }
     }
-    let base = results.first().map(|(_, bps)| *bps).unwrap_or(f64::NAN);
-    let base_name = results
+    let base = samples.first().map(|(_, l)| median(l)).unwrap_or(f64::NAN);
+    let base_name = samples
         .first()
         .map(|(v, _)| format!("{v:?}"))
         .unwrap_or_default();
     println!(
-        "\n{:<18} {:>12} {:>14}",
+        "\n{:<18} {:>12} {:>24} {:>14}",
         "variant",
-        "Gbit/s",
+        "median Gbit/s",
+        "runs (Gbit/s)",
         format!("÷ {base_name}")
     );
     let mut markdown = String::new();
-    for (variant, bps) in &results {
+    for (variant, list) in &samples {
+        let runs = list
+            .iter()
+            .map(|b| format!("{:.3}", b / 1e9))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let m = median(list);
         println!(
-            "{:<18} {:>12.3} {:>14.3}",
+            "{:<18} {:>12.3} {:>24} {:>14.3}",
             format!("{variant:?}"),
-            bps / 1e9,
-            bps / base
+            m / 1e9,
+            runs,
+            m / base
         );
         markdown.push_str(&format!(
-            "| {variant:?} | {:.3} | {:.3} |\n",
-            bps / 1e9,
-            bps / base
+            "| {variant:?} | {:.3} | {runs} | {:.3} |\n",
+            m / 1e9,
+            m / base
         ));
+    }
+    if args.first_ping_trials > 0 {
+        markdown.push_str(&first_ping(args)?);
     }
     if let Some(path) = &args.markdown {
         std::fs::write(path, markdown)?;
@@ -114,7 +158,19 @@ fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn measure(variant: Variant, args: &Args) -> Result<f64> {
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One throughput run; `diagnose`: also print the flows and offloads.
+fn measure(variant: Variant, args: &Args, diagnose: bool) -> Result<f64> {
     match variant {
         Variant::Veth => {
             let lab = Lab::new(1)?;
@@ -133,13 +189,20 @@ fn measure(variant: Variant, args: &Args) -> Result<f64> {
         Variant::Flannel => {
             let lab = Lab::new(2)?;
             let pods = flannel(&lab)?;
+            if diagnose {
+                offloads(&lab, &[lab.host(0).netns(), &pods[0].0]);
+            }
             iperf(&lab, &pods[0].0, &pods[1].0, &pods[1].1, args.seconds)
         }
-        Variant::Fastdp | Variant::Sleeve | Variant::SleeveEncrypted => {
+        Variant::Fastdp | Variant::FastdpPure | Variant::Sleeve | Variant::SleeveEncrypted => {
             let lab = Lab::new(2)?;
+            let fastdp = matches!(variant, Variant::Fastdp | Variant::FastdpPure);
             let mut extra: Vec<&str> = Vec::new();
-            if variant != Variant::Fastdp {
+            if !fastdp {
                 extra.push("--no-fastdp");
+            }
+            if variant == Variant::FastdpPure {
+                extra.push("--no-bridged-fastdp");
             }
             if variant == Variant::SleeveEncrypted {
                 extra.extend(["--password", "weave-dp-bench"]);
@@ -163,7 +226,7 @@ fn measure(variant: Variant, args: &Args) -> Result<f64> {
                         .success())
                 },
             )?;
-            if variant == Variant::Fastdp {
+            if fastdp {
                 let status = http(lab.host(0), "/status")?;
                 let fastdp_line = status
                     .lines()
@@ -177,7 +240,38 @@ fn measure(variant: Variant, args: &Args) -> Result<f64> {
                     bail!("the connection does not use fastdp:\n{connections}");
                 }
             }
-            iperf(&lab, &pods[0].0, &pods[1].0, &pods[1].1, args.seconds)
+            if !fastdp {
+                return iperf(&lab, &pods[0].0, &pods[1].0, &pods[1].1, args.seconds);
+            }
+            let before: Vec<Counters> = lab.hosts().iter().map(counters).collect();
+            let bps = iperf(&lab, &pods[0].0, &pods[1].0, &pods[1].1, args.seconds)?;
+            for (host, b) in lab.hosts().iter().zip(&before) {
+                let a = counters(host);
+                println!(
+                    "    host{}: during iperf3 hit {} missed {} lost {}; flows {} (proactive {}), router misses {}",
+                    host.index(),
+                    a.hit.saturating_sub(b.hit),
+                    a.missed.saturating_sub(b.missed),
+                    a.lost.saturating_sub(b.lost),
+                    a.flows,
+                    a.proactive,
+                    a.misses.saturating_sub(b.misses),
+                );
+            }
+            if diagnose {
+                if let Some(odp) = &args.odp {
+                    for host in lab.hosts() {
+                        match host.run(&[&odp.to_string_lossy(), "dump-flows", "-m"]) {
+                            Ok(out) => {
+                                println!("    host{} flows:\n{}", host.index(), indent(&out.stdout))
+                            }
+                            Err(e) => println!("    host{} dump-flows: {e:#}", host.index()),
+                        }
+                    }
+                }
+                offloads(&lab, &[lab.host(0).netns(), &pods[0].0]);
+            }
+            Ok(bps)
         }
     }
 }
@@ -382,13 +476,26 @@ fn http(host: &Host, path: &str) -> Result<String> {
         .stdout)
 }
 
+/// A pod attached by weave-net.
+struct Pod {
+    netns: String,
+    address: String,
+    mac: String,
+}
+
 /// A pod attached by weave-net; returns (namespace, address).
 fn weave_pod(lab: &Lab, host: &Host, args: &Args) -> Result<(String, String)> {
-    let pod = lab.add_netns(&format!("w{}", host.index()))?;
+    let pod = weave_pod_named(lab, host, args, "w")?;
+    Ok((pod.netns, pod.address))
+}
+
+/// A pod named `<tag><host>` attached by weave-net on `host`.
+fn weave_pod_named(lab: &Lab, host: &Host, args: &Args, tag: &str) -> Result<Pod> {
+    let pod = lab.add_netns(&format!("{tag}{}", host.index()))?;
     let attachment = Attachment {
         plugin: args.cni_dir.join("weave-net"),
         cni_path: args.cni_dir.to_string_lossy().into_owned(),
-        container_id: format!("dp-bench-{}-{}", std::process::id(), host.index()),
+        container_id: format!("dp-bench-{}-{tag}-{}", std::process::id(), host.index()),
         netns: netns_path(&pod),
         ifname: "eth0".into(),
         host_netns: Some(host.netns().to_string()),
@@ -403,8 +510,203 @@ fn weave_pod(lab: &Lab, host: &Host, args: &Args) -> Result<(String, String)> {
     let address = result["ips"][0]["address"]
         .as_str()
         .context("no address in the ADD result")?;
-    Ok((
-        pod,
-        address.split('/').next().unwrap_or(address).to_string(),
-    ))
+    let mac = result["interfaces"]
+        .as_array()
+        .and_then(|list| list.iter().find(|i| i.get("sandbox").is_some()))
+        .and_then(|i| i["mac"].as_str())
+        .context("no container interface in the ADD result")?
+        .to_string();
+    Ok(Pod {
+        netns: pod,
+        address: address.split('/').next().unwrap_or(address).to_string(),
+        mac,
+    })
+}
+
+/// The datapath counters and flow counts `/report` shows.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    hit: u64,
+    missed: u64,
+    lost: u64,
+    flows: u64,
+    proactive: u64,
+    misses: u64,
+}
+
+fn counters(host: &Host) -> Counters {
+    let report = http(host, "/report")
+        .ok()
+        .and_then(|body| serde_json::from_str::<Value>(&body).ok())
+        .unwrap_or(Value::Null);
+    let f = &report["Dataplane"]["Fastdp"];
+    let n = |k: &str| f[k].as_u64().unwrap_or(0);
+    Counters {
+        hit: n("Hit"),
+        missed: n("Missed"),
+        lost: n("Lost"),
+        flows: n("Flows"),
+        proactive: n("ProactiveFlows"),
+        misses: n("Misses"),
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("      {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Prints MTU and the offloads that matter for TCP throughput of every
+/// interface in `namespaces`.
+fn offloads(lab: &Lab, namespaces: &[&str]) {
+    const FEATURES: [(&str, &str); 7] = [
+        ("tx-checksumming", "csum"),
+        ("scatter-gather", "sg"),
+        ("tcp-segmentation-offload", "tso"),
+        ("generic-segmentation-offload", "gso"),
+        ("generic-receive-offload", "gro"),
+        ("tx-udp_tnl-segmentation", "udp_tnl"),
+        ("rx-checksumming", "rxcsum"),
+    ];
+    for ns in namespaces {
+        let Ok(links) = lab.run_in(ns, &["ip", "-o", "link", "show"]) else {
+            continue;
+        };
+        for line in links.stdout.lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(_), Some(name)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let name = name.trim_end_matches(':');
+            let name = name.split('@').next().unwrap_or(name);
+            if name == "lo" {
+                continue;
+            }
+            let mtu = line
+                .split_whitespace()
+                .skip_while(|w| *w != "mtu")
+                .nth(1)
+                .unwrap_or("?");
+            let features = lab
+                .run_in(ns, &["ethtool", "-k", name])
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            let mut shown = Vec::new();
+            for (feature, short) in FEATURES {
+                let value = features
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix(&format!("{feature}: ")))
+                    .map(|v| v.split_whitespace().next().unwrap_or("?"))
+                    .unwrap_or("-");
+                shown.push(format!("{short}={value}"));
+            }
+            println!("    {ns} {name} mtu {mtu}: {}", shown.join(" "));
+        }
+    }
+}
+
+/// The first-ping measurement in both modes; returns Markdown rows.
+fn first_ping(args: &Args) -> Result<String> {
+    let mut rows = String::new();
+    println!(
+        "\n==> first ping to a new destination ({} trials per mode)",
+        args.first_ping_trials
+    );
+    for (name, extra) in [
+        ("proactive", &[][..]),
+        ("reactive only", &["--no-proactive-flows"][..]),
+    ] {
+        let (cold, warm) =
+            first_ping_mode(args, extra).with_context(|| format!("first ping, {name}"))?;
+        let show = |v: &[f64]| {
+            v.iter()
+                .map(|ms| format!("{ms:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "    {name}: cold (with ARP) median {:.2} ms [{}]; neighbour known median {:.2} ms [{}]",
+            median(&cold),
+            show(&cold),
+            median(&warm),
+            show(&warm)
+        );
+        rows.push_str(&format!(
+            "| first ping, {name} | {:.2} ms | {:.2} ms | {} / {} |\n",
+            median(&cold),
+            median(&warm),
+            show(&cold),
+            show(&warm)
+        ));
+    }
+    Ok(rows)
+}
+
+/// Trials of one mode: (cold, neighbour-known) first-reply times in ms.
+fn first_ping_mode(args: &Args, extra: &[&str]) -> Result<(Vec<f64>, Vec<f64>)> {
+    let lab = Lab::new(2)?;
+    let _routers = start_routers(&lab, args, extra)?;
+    let source = weave_pod_named(&lab, lab.host(0), args, "src")?;
+    // The first pod on the far host settles the overlay (fastdp chosen,
+    // heartbeats acknowledged) before any trial.
+    let first = weave_pod_named(&lab, lab.host(1), args, "t0")?;
+    wait_for(
+        Duration::from_secs(60),
+        "the pods to reach each other",
+        || {
+            Ok(Command::new("ping")
+                .args(["-c", "1", "-W", "1", &first.address])
+                .in_netns(&source.netns)
+                .output()?
+                .status
+                .success())
+        },
+    )?;
+    let connections = http(lab.host(0), "/status/connections")?;
+    if !connections.contains("fastdp") {
+        bail!("the connection does not use fastdp:\n{connections}");
+    }
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for trial in 1..=args.first_ping_trials {
+        let target = weave_pod_named(&lab, lab.host(1), args, &format!("c{trial}"))?;
+        cold.push(ping_once(&source.netns, &target.address)?);
+        let target = weave_pod_named(&lab, lab.host(1), args, &format!("w{trial}"))?;
+        lab.run_in(
+            &source.netns,
+            &[
+                "ip",
+                "neigh",
+                "replace",
+                &target.address,
+                "lladdr",
+                &target.mac,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ],
+        )?;
+        warm.push(ping_once(&source.netns, &target.address)?);
+    }
+    Ok((cold, warm))
+}
+
+/// One ping; the reply's round-trip time in ms.
+fn ping_once(netns: &str, address: &str) -> Result<f64> {
+    let out = Command::new("ping")
+        .args(["-n", "-c", "1", "-W", "10", address])
+        .in_netns(netns)
+        .output()?;
+    if !out.status.success() {
+        bail!("no reply from {address}: {}{}", out.stdout, out.stderr);
+    }
+    out.stdout
+        .split("time=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|ms| ms.parse::<f64>().ok())
+        .with_context(|| format!("no time in {}", out.stdout))
 }
