@@ -256,4 +256,65 @@ mod tests {
             Some(t0 + HEARTBEAT_TIMEOUT + SLOW_HEARTBEAT)
         );
     }
+
+    /// Two ends exchanging heartbeats, the path cut `cut` after they were
+    /// confirmed; each heartbeat is acknowledged at once. Returns how long
+    /// after the cut each end reported itself unhealthy, stepping from
+    /// deadline to deadline as the data plane's poll loop does.
+    fn detection_after_cut(cut: Duration) -> [Duration; 2] {
+        let t0 = Instant::now();
+        let cut_at = t0 + cut;
+        let mut ends = [FastdpHealth::new(), FastdpHealth::new()];
+        for h in &mut ends {
+            h.confirm(t0, true);
+        }
+        let mut unhealthy: [Option<Instant>; 2] = [None, None];
+        while unhealthy.iter().any(Option::is_none) {
+            let now = ends
+                .iter()
+                .filter_map(FastdpHealth::next_deadline)
+                .min()
+                .unwrap();
+            assert!(now < cut_at + Duration::from_secs(600), "never detected");
+            for i in 0..2 {
+                let mut out = Vec::new();
+                ends[i].poll(now, &mut out);
+                for e in out {
+                    match e {
+                        SendHeartbeat if now < cut_at => {
+                            let mut back = Vec::new();
+                            ends[1 - i].on_heartbeat(now, false, &mut back);
+                            if back.contains(&AckPeer) {
+                                ends[i].on_ack(now, &mut Vec::new());
+                            }
+                        }
+                        Health(false) if unhealthy[i].is_none() => unhealthy[i] = Some(now),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        unhealthy.map(|t| t.unwrap() - cut_at)
+    }
+
+    #[test]
+    fn loss_is_detected_at_most_the_timeout_after_the_cut_whatever_its_phase() {
+        // Cuts every 100 ms across two slow heartbeat cycles, long after
+        // acknowledgement: the timeout runs from the last heartbeat that
+        // got through, so each end notices between one slow interval less
+        // than the timeout and the timeout itself after the cut.
+        for step in 0..200u32 {
+            let cut = Duration::from_secs(30) + Duration::from_millis(100) * step;
+            for d in detection_after_cut(cut) {
+                assert!(
+                    d <= HEARTBEAT_TIMEOUT,
+                    "cut at {cut:?}: detected {d:?} later"
+                );
+                assert!(
+                    d + SLOW_HEARTBEAT >= HEARTBEAT_TIMEOUT,
+                    "cut at {cut:?}: detected only {d:?} later"
+                );
+            }
+        }
+    }
 }
