@@ -97,9 +97,11 @@ pub fn http(host: &Host, method: &str, path: &str) -> Result<Option<String>> {
     Ok(code.starts_with('2').then(|| body.to_string()))
 }
 
-/// Waits until the router on `host` allocates (its IPAM answers).
+/// Waits until the router on `host` allocates (its IPAM answers). Under
+/// software emulation (the VM) a debug router takes tens of seconds to set
+/// up its bridge, datapath and host rules before the API listens.
 pub fn wait_router(host: &Host, router: &Process) -> Result<()> {
-    weave_tests::wait_for(Duration::from_secs(30), "the router's HTTP API", || {
+    weave_tests::wait_for(Duration::from_secs(90), "the router's HTTP API", || {
         Ok(http(host, "GET", "/ipinfo/defaultsubnet").is_ok_and(|r| r.is_some()))
     })
     .with_context(|| format!("router log:\n{}", tail(&router.log(), 30)))
