@@ -109,6 +109,23 @@ pub struct Options {
     #[arg(long)]
     pub mtu: Option<u32>,
 
+    /// Name of the Docker bridge: traffic between it and the weave bridge
+    /// is dropped, and its containers may not reach the router's ports on
+    /// its address (empty: no Docker bridge).
+    #[arg(long, default_value = "")]
+    pub docker_bridge: String,
+
+    /// A network-policy controller runs: hand traffic to and from the bridge
+    /// to its WEAVE-NPC chains instead of accepting it.
+    #[arg(long)]
+    pub expect_npc: bool,
+
+    /// Which iptables holds the host rules: `legacy` or `nft` (default: the
+    /// one holding most of the host's rules). Also read from
+    /// IPTABLES_BACKEND, as Weave's Kubernetes image did.
+    #[arg(long, env = "IPTABLES_BACKEND", value_enum)]
+    pub iptables_backend: Option<IptablesBackend>,
+
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -116,6 +133,26 @@ pub struct Options {
     /// Initial peers: addresses or host names, optionally with `:port`.
     #[arg(value_name = "PEER")]
     pub peers: Vec<String>,
+}
+
+/// An iptables variant named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IptablesBackend {
+    /// `iptables-legacy` (x_tables).
+    Legacy,
+    /// `iptables-nft` (nf_tables).
+    Nft,
+}
+
+impl IptablesBackend {
+    /// The variant it names.
+    pub fn variant(self) -> crate::net::firewall::iptables::Variant {
+        use crate::net::firewall::iptables::Variant;
+        match self {
+            IptablesBackend::Legacy => Variant::Legacy,
+            IptablesBackend::Nft => Variant::Nft,
+        }
+    }
 }
 
 /// Subcommands of `weave-router`.
@@ -151,6 +188,28 @@ impl Options {
         config.no_fastdp = self.no_fastdp;
         config.no_bridged_fastdp = self.no_bridged_fastdp;
         config.mtu = self.mtu;
+        config
+    }
+
+    /// What the host rules depend on; `docker_ip` is the Docker bridge's
+    /// address (needed when `--docker-bridge` names one). The control port
+    /// is the HTTP API's, as weaver takes it from `--http-addr`.
+    pub fn firewall_config(
+        &self,
+        docker_ip: Option<std::net::Ipv4Addr>,
+    ) -> crate::net::firewall::rules::FirewallConfig {
+        use crate::net::firewall::rules::{DockerBridge, FirewallConfig};
+        let mut config = FirewallConfig::new(&self.weave_bridge);
+        config.port = self.port;
+        config.npc = self.expect_npc;
+        config.control_port = self.http_addr().ok().flatten().map(|a| a.port());
+        config.docker_bridge = match (self.docker_bridge.as_str(), docker_ip) {
+            ("", _) | (_, None) => None,
+            (name, Some(ip)) => Some(DockerBridge {
+                name: name.to_string(),
+                ip,
+            }),
+        };
         config
     }
 
@@ -214,6 +273,41 @@ mod tests {
         assert_eq!(bridge.mtu, Some(1400));
         let options = Options::try_parse_from(["weave-router", "reset"]).expect("parse");
         assert!(matches!(options.command, Some(Action::Reset)));
+    }
+
+    #[test]
+    fn firewall_flags() {
+        let options = Options::try_parse_from(["weave-router"]).expect("parse");
+        let fw = options.firewall_config(None);
+        assert_eq!(fw.bridge, "weave");
+        assert_eq!(fw.control_port, Some(6784));
+        assert!(!fw.npc && fw.docker_bridge.is_none());
+        assert_eq!(options.iptables_backend, None);
+        let options = Options::try_parse_from([
+            "weave-router",
+            "--docker-bridge",
+            "docker0",
+            "--expect-npc",
+            "--iptables-backend",
+            "legacy",
+            "--http-addr",
+            "",
+            "--port",
+            "6790",
+        ])
+        .expect("parse");
+        let fw = options.firewall_config(Some(std::net::Ipv4Addr::new(172, 17, 0, 1)));
+        assert!(fw.npc);
+        assert_eq!(fw.port, 6790);
+        assert_eq!(fw.control_port, None);
+        assert_eq!(fw.docker_bridge.map(|d| d.name), Some("docker0".into()));
+        assert_eq!(
+            options.iptables_backend.map(IptablesBackend::variant),
+            Some(crate::net::firewall::iptables::Variant::Legacy)
+        );
+        assert!(
+            Options::try_parse_from(["weave-router", "--iptables-backend", "ebtables"]).is_err()
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! its event queue; bad input gets a 400 with a message, never a panic.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,17 +17,19 @@ use axum::routing::{delete, get, post};
 use tokio::sync::{mpsc, oneshot};
 
 use super::actor::{Control, Event, IpamCall};
+use super::host_rules::{self, ExposeRequestError, HostRules};
 use super::status::{self, Snapshot};
 use crate::ipam::{Address, Cidr, Reply};
 use crate::mesh::connection_maker::{DirectPeer, split_peer_spec};
 use crate::overlay::dataplane::ContainerSpec;
 
-/// What handlers share: the router task's queue, and the subnet that
-/// allocations without one use.
+/// What handlers share: the router task's queue, the subnet that
+/// allocations without one use, and the host rules (for `/expose`).
 #[derive(Clone)]
 struct Api {
     events: mpsc::UnboundedSender<Event>,
     default_subnet: Cidr,
+    host: Option<Arc<HostRules>>,
 }
 
 /// The routes both interfaces serve: status pages, report and metrics.
@@ -41,8 +44,13 @@ fn status_routes() -> Router<Api> {
         .route("/metrics", get(metrics))
 }
 
-/// The full API of `--http-addr`.
-pub fn api_router(events: mpsc::UnboundedSender<Event>, default_subnet: Cidr) -> Router {
+/// The full API of `--http-addr`; `host` serves `/expose` (without it,
+/// `/expose` answers 503).
+pub fn api_router(
+    events: mpsc::UnboundedSender<Event>,
+    default_subnet: Cidr,
+    host: Option<Arc<HostRules>>,
+) -> Router {
     status_routes()
         .route("/connect", post(connect))
         .route("/forget", post(forget))
@@ -62,6 +70,7 @@ pub fn api_router(events: mpsc::UnboundedSender<Event>, default_subnet: Cidr) ->
         .route("/ring", get(ring))
         .route("/peer", delete(reset_peer))
         .route("/peer/{name}", delete(rmpeer))
+        .route("/expose/{ip}/{prefix}", post(expose).delete(hide))
         .route(
             "/container/{id}",
             axum::routing::put(put_container).delete(delete_container),
@@ -69,14 +78,21 @@ pub fn api_router(events: mpsc::UnboundedSender<Event>, default_subnet: Cidr) ->
         .with_state(Api {
             events,
             default_subnet,
+            host,
         })
 }
 
-/// The read-only interface of `--status-addr`.
-pub fn status_router(events: mpsc::UnboundedSender<Event>, default_subnet: Cidr) -> Router {
+/// The read-only interface of `--status-addr`; `host` adds the firewall
+/// to `/report`.
+pub fn status_router(
+    events: mpsc::UnboundedSender<Event>,
+    default_subnet: Cidr,
+    host: Option<Arc<HostRules>>,
+) -> Router {
     status_routes().with_state(Api {
         events,
         default_subnet,
+        host,
     })
 }
 
@@ -225,13 +241,86 @@ async fn peers_page(State(api): State<Api>) -> Response {
 
 async fn report(State(api): State<Api>) -> Response {
     match api.snapshot().await {
-        Some(snapshot) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            format!("{:#}\n", status::report_json(&snapshot)),
-        )
-            .into_response(),
+        Some(snapshot) => {
+            let mut report = status::report_json(&snapshot);
+            if let (Some(host), Some(fields)) = (&api.host, report.as_object_mut()) {
+                fields.insert("Firewall".into(), host.report_json());
+            }
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                format!("{report:#}\n"),
+            )
+                .into_response()
+        }
         None => unavailable(),
     }
+}
+
+// ----- expose (Weave's `weave expose` / `weave hide`) -----
+
+fn expose_failed(error: &ExposeRequestError, what: &str) -> Response {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, format!("unable to {what}: {error}\n")).into_response()
+}
+
+/// Runs `work` on the host rules off the async threads.
+async fn on_host(
+    api: &Api,
+    what: &str,
+    work: impl FnOnce(&HostRules) -> Result<(), ExposeRequestError> + Send + 'static,
+) -> Response {
+    let Some(host) = api.host.clone() else {
+        let error = ExposeRequestError::Unavailable("this interface has no host rules".into());
+        return expose_failed(&error, what);
+    };
+    match tokio::task::spawn_blocking(move || work(&host)).await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(error)) => expose_failed(&error, what),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unable to {what}: {error}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /expose/{ip}/{prefix}[?skipNAT=true]`: the bridge gets the
+/// address; the subnet's traffic leaving the host is masqueraded unless
+/// `skipNAT`. 204 when done.
+async fn expose(
+    State(api): State<Api>,
+    Path((ip, prefix)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let addr = match host_rules::parse_exposed(&ip, &prefix) {
+        Ok(addr) => addr,
+        Err(error) => return expose_failed(&error, "expose"),
+    };
+    let mut skip_nat = false;
+    for value in values(&form(query.as_deref(), &body), "skipNAT") {
+        match host_rules::parse_bool(&value) {
+            Some(flag) => skip_nat = flag,
+            None => {
+                return bad_request(format!(
+                    "unable to parse skipNAT option {value:?}: expected true or false"
+                ));
+            }
+        }
+    }
+    let what = format!("expose {addr}");
+    on_host(&api, &what, move |host| host.expose(addr, skip_nat)).await
+}
+
+/// `DELETE /expose/{ip}/{prefix}`: the reverse of `POST` (Weave's `hide`).
+/// 204 when done, 404 when the bridge does not have the address.
+async fn hide(State(api): State<Api>, Path((ip, prefix)): Path<(String, String)>) -> Response {
+    let addr = match host_rules::parse_exposed(&ip, &prefix) {
+        Ok(addr) => addr,
+        Err(error) => return expose_failed(&error, "hide"),
+    };
+    let what = format!("hide {addr}");
+    on_host(&api, &what, move |host| host.hide(addr)).await
 }
 
 async fn metrics(State(api): State<Api>) -> Response {

@@ -7,6 +7,7 @@
 
 pub mod actor;
 pub mod config;
+pub mod host_rules;
 pub mod http;
 pub mod identity;
 pub mod ipam;
@@ -72,7 +73,6 @@ fn install_cni(
 
 fn reset(options: &Options, name: PeerName) -> Result<()> {
     use crate::net::datapath::{DatapathOps, probe_openvswitch};
-    use crate::net::firewall::rules::FirewallConfig;
     use crate::net::odp_datapath::OdpDatapath;
     use crate::net::plan::OdpSupport;
 
@@ -89,7 +89,7 @@ fn reset(options: &Options, name: PeerName) -> Result<()> {
         &mut rtnl,
         driver.as_mut().map(|d| d as &mut dyn DatapathOps),
         &config,
-        &FirewallConfig::new(&options.weave_bridge),
+        &host_rules::reset_config(options),
     )
     .context("reset")?;
     for removed in &report.removed {
@@ -173,6 +173,13 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
     .await
     .context("starting the data plane")?;
     info!(fastdp = %overlay.mode().fastdp_line(), "data plane mode");
+    // The bridge exists now: the host rules can name it.
+    let host_options = options.clone();
+    let host_rules =
+        tokio::task::spawn_blocking(move || host_rules::HostRules::install(&host_options))
+            .await
+            .context("setting up the host firewall rules")??;
+    let host_rules = std::sync::Arc::new(host_rules);
     // The overlays establish connections (not the handshake).
     config.overlay_features = overlay.features();
     config.auto_establish = false;
@@ -219,7 +226,7 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
 
     tokio::spawn(actor::accept_loop(listener, events.clone()));
     if let Some(addr) = http_addr {
-        let router = http::api_router(events.clone(), default_subnet);
+        let router = http::api_router(events.clone(), default_subnet, Some(host_rules.clone()));
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the HTTP API to {addr}"))?;
@@ -231,7 +238,7 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         });
     }
     if let Some(addr) = status_addr {
-        let router = http::status_router(events.clone(), default_subnet);
+        let router = http::status_router(events.clone(), default_subnet, Some(host_rules.clone()));
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the status interface to {addr}"))?;

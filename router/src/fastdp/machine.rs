@@ -58,6 +58,9 @@ pub struct FastdpConfig {
     pub vxlan_port: u16,
     /// Interval of the unused-flow sweep.
     pub sweep_interval: Duration,
+    /// Whether proactive flows are installed (else every new destination
+    /// costs a miss upcall, as in Weave; for measurements and debugging).
+    pub proactive: bool,
 }
 
 impl FastdpConfig {
@@ -68,6 +71,7 @@ impl FastdpConfig {
             mtu,
             vxlan_port: 6784,
             sweep_interval: FLOW_SWEEP_INTERVAL,
+            proactive: true,
         }
     }
 }
@@ -653,7 +657,12 @@ impl Fastdp {
                 .map(|(p, _)| *p)
                 .collect(),
         };
-        let diff = self.proactive.update(&desired(&inputs));
+        let want = if self.config.proactive {
+            desired(&inputs)
+        } else {
+            BTreeSet::new()
+        };
+        let diff = self.proactive.update(&want);
         for id in diff.delete {
             self.dp(DpOp::DeleteFlow(id));
         }

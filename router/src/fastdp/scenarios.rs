@@ -380,6 +380,49 @@ fn proactive_flows_follow_ipam_routes_and_selection() {
 }
 
 #[test]
+fn no_proactive_flows_when_disabled() {
+    let t0 = Instant::now();
+    let mut config = FastdpConfig::new(p(A), 1376);
+    config.proactive = false;
+    let mut f = Fastdp::new(config, t0);
+    f.set_topology(topology(false));
+    f.port_added(INTERNAL, "datapath", PortKind::Local);
+    f.port_added(BRIDGE, "vethwe-datapath", PortKind::Local);
+    f.port_added(VXLAN, "vxlan-6784", PortKind::Vxlan { udp_port: 6784 });
+    f.add_connection(conn(B, 2)).unwrap();
+    f.set_selected(p(B), true).unwrap();
+    f.set_cidr_view(vec![
+        ("10.32.0.0/13".parse().unwrap(), p(A)),
+        ("10.40.0.0/13".parse().unwrap(), p(B)),
+    ]);
+    f.add_local_destination("10.32.0.0/13".parse().unwrap(), "vethwe-datapath");
+    let o = ops(&mut f);
+    assert!(created(&o).is_empty(), "{o:#?}");
+    assert_eq!(f.status().proactive_flows, 0);
+    // The reactive path still works: broadcast from A1, B1's answer and
+    // A1's unicast to B1 each get a MAC-pair flow.
+    f.handle_miss(frame(MAC_A1, BCAST), &local_key(BRIDGE, MAC_A1, BCAST), t0);
+    f.handle_miss(
+        frame(MAC_B1, MAC_A1),
+        &tunnel_key(0x1002, ip(2), MAC_B1, MAC_A1),
+        t0,
+    );
+    f.handle_miss(
+        frame(MAC_A1, MAC_B1),
+        &local_key(BRIDGE, MAC_A1, MAC_B1),
+        t0,
+    );
+    let flows = ops(&mut f);
+    let flows = created(&flows);
+    assert_eq!(flows.len(), 3);
+    assert!(
+        flows
+            .iter()
+            .all(|s| !s.ufid.as_ref().is_some_and(is_proactive_ufid))
+    );
+}
+
+#[test]
 fn topology_change_flushes_and_forgets_lost_peers() {
     let t0 = Instant::now();
     let mut f = setup(t0);

@@ -32,16 +32,27 @@ pub fn expose(
     Ok(())
 }
 
-/// Removes `addr` from the bridge and the rules for its subnet.
+/// Removes `addr` from the bridge, and the rules for its subnet unless
+/// another of the bridge's addresses still exposes that subnet. Returns
+/// whether `addr` was on the bridge; when it was not, nothing changes.
 pub fn hide(
     rtnl: &mut Rtnl,
     firewall: &Firewall,
     config: &FirewallConfig,
     addr: Ipv4Net,
-) -> Result<(), ExposeError> {
-    rtnl.delete_address(&config.bridge, addr)?;
-    firewall.hide(config, addr)?;
-    Ok(())
+) -> Result<bool, ExposeError> {
+    if !rtnl.delete_address(&config.bridge, addr)? {
+        return Ok(false);
+    }
+    let subnet = addr.trunc();
+    let still_exposed = rtnl
+        .addresses_v4(&config.bridge)?
+        .iter()
+        .any(|left| left.trunc() == subnet);
+    if !still_exposed {
+        firewall.hide(config, addr)?;
+    }
+    Ok(true)
 }
 
 /// The subnets currently exposed: the bridge's IPv4 addresses. Weave reads

@@ -152,6 +152,8 @@ pub struct StartConfig {
     /// Whether a password encrypts the overlay: fastdp (which would need
     /// IPsec) is then not offered and traffic goes by the encrypted sleeve.
     pub encrypted: bool,
+    /// Whether fastdp installs proactive flows.
+    pub proactive_flows: bool,
 }
 
 /// Sets up the bridge (on a blocking thread) and starts the data plane in
@@ -219,6 +221,7 @@ pub async fn start(
             })?;
             let mut fc = FastdpConfig::new(config.ourself, mode.mtu as usize);
             fc.vxlan_port = vxlan_port;
+            fc.proactive = config.proactive_flows;
             Some(FastdpPlane::new(
                 Fastdp::new(fc, Instant::now()),
                 exec,

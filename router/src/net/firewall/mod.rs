@@ -67,6 +67,12 @@ impl Firewall {
         })
     }
 
+    /// The same firewall, with `reason` as the reason for its variant.
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Firewall {
+        self.reason = reason.into();
+        self
+    }
+
     /// The variant in use.
     pub fn variant(&self) -> Variant {
         self.ipt.variant()

@@ -1,0 +1,341 @@
+//! The host firewall rules and `expose` as the daemon runs them.
+//!
+//! At start, once the bridge exists, [`HostRules::install`] picks the
+//! iptables variant (the operator's `--iptables-backend`, else the one the
+//! host's own rules live in), puts Weave's rules in place and exposes again
+//! the subnets the bridge still has addresses in (they outlive a router
+//! restart). The HTTP API then exposes and hides subnets through it.
+//!
+//! A host where no iptables works keeps its router: the mesh and the data
+//! plane do not need the rules. The failure is logged, shown in `/report`,
+//! and `expose` answers 503 with it instead of half-exposing a subnet.
+//!
+//! Everything here blocks (iptables runs as a command, rtnetlink is
+//! synchronous): the daemon calls it from `spawn_blocking`.
+
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use ipnet::Ipv4Net;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::config::Options;
+use crate::net::expose::{self, ExposeError};
+use crate::net::firewall::Firewall;
+use crate::net::firewall::rules::FirewallConfig;
+use crate::net::rtnl::{Rtnl, RtnlError};
+
+/// Why the host rules could not be set up as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum HostRulesError {
+    /// rtnetlink could not be opened or asked.
+    #[error(transparent)]
+    Rtnl(#[from] RtnlError),
+    /// `--docker-bridge` names a link without an IPv4 address.
+    #[error("--docker-bridge {0}: it has no IPv4 address")]
+    DockerBridgeAddress(String),
+}
+
+/// Why an `expose` or `hide` request failed; [`status`](Self::status)
+/// gives its HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ExposeRequestError {
+    /// The address or prefix length in the path is not usable.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The host rules are not available on this host.
+    #[error("the host firewall rules are not available: {0}")]
+    Unavailable(String),
+    /// The address is not on the bridge (hide).
+    #[error("{0} is not exposed: the bridge does not have that address")]
+    NotExposed(Ipv4Net),
+    /// Adding or removing the address or the rules failed.
+    #[error(transparent)]
+    Failed(#[from] ExposeError),
+}
+
+impl ExposeRequestError {
+    /// The HTTP status code that answers it.
+    pub fn status(&self) -> u16 {
+        match self {
+            ExposeRequestError::BadRequest(_) => 400,
+            ExposeRequestError::NotExposed(_) => 404,
+            ExposeRequestError::Unavailable(_) => 503,
+            ExposeRequestError::Failed(_) => 500,
+        }
+    }
+}
+
+/// Parses the `{ip}/{prefix}` of `/expose/{ip}/{prefix}`: an IPv4 unicast
+/// address with its subnet's prefix length (1 to 32), e.g. `10.32.0.1` and
+/// `12`. The subnet's own network and broadcast addresses are refused: a
+/// bridge holding one would answer for the whole subnet.
+pub fn parse_exposed(ip: &str, prefix: &str) -> Result<Ipv4Net, ExposeRequestError> {
+    let bad = |text: String| Err(ExposeRequestError::BadRequest(text));
+    let Ok(addr) = ip.parse::<Ipv4Addr>() else {
+        return bad(format!("{ip:?} is not an IPv4 address"));
+    };
+    let len = match prefix.parse::<u8>() {
+        Ok(len @ 1..=32) => len,
+        _ => {
+            return bad(format!("{prefix:?} is not a prefix length from 1 to 32"));
+        }
+    };
+    if addr.is_unspecified()
+        || addr.is_loopback()
+        || addr.is_multicast()
+        || addr.is_broadcast()
+        || addr.is_link_local()
+    {
+        return bad(format!("{addr} cannot be a bridge address"));
+    }
+    let net = match Ipv4Net::new(addr, len) {
+        Ok(net) => net,
+        Err(error) => return bad(format!("{addr}/{prefix}: {error}")),
+    };
+    if len < 31 && (addr == net.network() || addr == net.broadcast()) {
+        return bad(format!(
+            "{addr} is the {} address of {}: give a host address, e.g. {}/{len}",
+            if addr == net.network() {
+                "network"
+            } else {
+                "broadcast"
+            },
+            net.trunc(),
+            Ipv4Addr::from(u32::from(net.network()).saturating_add(1)),
+        ));
+    }
+    Ok(net)
+}
+
+/// Reads a boolean form value as Weave (Go's `strconv.ParseBool`) does:
+/// `1 t T TRUE true True` and `0 f F FALSE false False`.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// The Docker bridge's IPv4 address, when `--docker-bridge` names one.
+/// `Ok(None)` when none is named.
+fn docker_ip(options: &Options, rtnl: &mut Rtnl) -> Result<Option<Ipv4Addr>, HostRulesError> {
+    if options.docker_bridge.is_empty() {
+        return Ok(None);
+    }
+    let addrs = rtnl.addresses_v4(&options.docker_bridge)?;
+    match addrs.first() {
+        Some(net) => Ok(Some(net.addr())),
+        None => Err(HostRulesError::DockerBridgeAddress(
+            options.docker_bridge.clone(),
+        )),
+    }
+}
+
+/// The firewall configuration `reset` removes: that of `options`, with the
+/// Docker bridge's rules only when the bridge can still be found.
+pub fn reset_config(options: &Options) -> FirewallConfig {
+    let ip = Rtnl::open()
+        .ok()
+        .and_then(|mut rtnl| docker_ip(options, &mut rtnl).ok().flatten());
+    options.firewall_config(ip)
+}
+
+/// The router's host rules: the firewall in use (if any) and what it was
+/// set up for.
+#[derive(Debug)]
+pub struct HostRules {
+    config: FirewallConfig,
+    firewall: Option<Firewall>,
+    /// Why there is no firewall, or why its set-up failed.
+    problem: Option<String>,
+    /// Serialises expose and hide: iptables' check-then-append is not
+    /// atomic.
+    lock: Mutex<()>,
+}
+
+impl HostRules {
+    /// Chooses the variant and sets the rules up (see the module doc).
+    /// Fails only on a configuration error (`--docker-bridge`); a host
+    /// without a working iptables gives a `HostRules` that says so.
+    pub fn install(options: &Options) -> Result<HostRules, HostRulesError> {
+        let mut rtnl = Rtnl::open()?;
+        let config = options.firewall_config(docker_ip(options, &mut rtnl)?);
+        let chosen = match options.iptables_backend {
+            Some(backend) => Firewall::with_variant(backend.variant()).map(|fw| {
+                let reason = format!("--iptables-backend {}", fw.variant());
+                fw.with_reason(reason)
+            }),
+            None => Firewall::detect(),
+        };
+        let firewall = match chosen {
+            Ok(firewall) => firewall,
+            Err(error) => {
+                warn!(%error, "host firewall rules not installed: the bridge will not be exposed");
+                return Ok(HostRules {
+                    config,
+                    firewall: None,
+                    problem: Some(error.to_string()),
+                    lock: Mutex::new(()),
+                });
+            }
+        };
+        info!(
+            variant = %firewall.variant(),
+            reason = firewall.reason(),
+            "host firewall rules go in {}",
+            firewall.variant()
+        );
+        let exposed = match expose::exposed(&mut rtnl, &config.bridge) {
+            Ok(exposed) => exposed,
+            Err(error) => {
+                warn!(%error, "could not list the bridge's addresses to expose them again");
+                Vec::new()
+            }
+        };
+        let problem = match firewall.setup(&config, &exposed) {
+            Ok(()) => {
+                for net in &exposed {
+                    info!(%net, bridge = %config.bridge, "exposed again");
+                }
+                None
+            }
+            Err(error) => {
+                warn!(%error, "setting up the host firewall rules failed");
+                Some(error.to_string())
+            }
+        };
+        Ok(HostRules {
+            config,
+            firewall: Some(firewall),
+            problem,
+            lock: Mutex::new(()),
+        })
+    }
+
+    /// The firewall in use, if any.
+    pub fn firewall(&self) -> Option<&Firewall> {
+        self.firewall.as_ref()
+    }
+
+    fn ready(&self) -> Result<&Firewall, ExposeRequestError> {
+        self.firewall.as_ref().ok_or_else(|| {
+            ExposeRequestError::Unavailable(
+                self.problem.clone().unwrap_or_else(|| "no firewall".into()),
+            )
+        })
+    }
+
+    /// Gives the bridge `addr` and exposes its subnet (masqueraded unless
+    /// `skip_nat`). Exposing twice is harmless.
+    pub fn expose(&self, addr: Ipv4Net, skip_nat: bool) -> Result<(), ExposeRequestError> {
+        let firewall = self.ready()?;
+        let _serial = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rtnl = Rtnl::open().map_err(ExposeError::from)?;
+        expose::expose(&mut rtnl, firewall, &self.config, addr, skip_nat)?;
+        info!(%addr, bridge = %self.config.bridge, skip_nat, "exposed");
+        if forwarding_off() {
+            warn!(
+                "net.ipv4.ip_forward is 0: traffic from {} will not be forwarded off this host",
+                addr.trunc()
+            );
+        }
+        Ok(())
+    }
+
+    /// Takes `addr` off the bridge and, when no other address of the bridge
+    /// is in its subnet, the subnet's rules.
+    pub fn hide(&self, addr: Ipv4Net) -> Result<(), ExposeRequestError> {
+        let firewall = self.ready()?;
+        let _serial = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rtnl = Rtnl::open().map_err(ExposeError::from)?;
+        if !expose::hide(&mut rtnl, firewall, &self.config, addr)? {
+            return Err(ExposeRequestError::NotExposed(addr));
+        }
+        info!(%addr, bridge = %self.config.bridge, "hidden");
+        Ok(())
+    }
+
+    /// The `Firewall` entry of `/report`.
+    pub fn report_json(&self) -> Value {
+        match &self.firewall {
+            Some(firewall) => json!({
+                "Variant": firewall.variant().to_string(),
+                "Reason": firewall.reason(),
+                "Error": self.problem,
+            }),
+            None => json!({
+                "Variant": Value::Null,
+                "Reason": Value::Null,
+                "Error": self.problem,
+            }),
+        }
+    }
+}
+
+/// Whether IPv4 forwarding is off in this namespace (false when unknown).
+fn forwarding_off() -> bool {
+    crate::net::sysctl::Sysctl::default()
+        .get("net/ipv4/ip_forward")
+        .is_ok_and(|v| v.trim() == "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposed_addresses_parse() {
+        let net = parse_exposed("10.32.0.1", "12").unwrap();
+        assert_eq!(net.to_string(), "10.32.0.1/12");
+        assert_eq!(parse_exposed("10.0.0.7", "32").unwrap().prefix_len(), 32);
+        for (ip, prefix, says) in [
+            ("10.32.0.300", "12", "not an IPv4 address"),
+            ("fe80::1", "64", "not an IPv4 address"),
+            ("", "12", "not an IPv4 address"),
+            ("10.32.0.1", "33", "prefix length"),
+            ("10.32.0.1", "0", "prefix length"),
+            ("10.32.0.1", "-1", "prefix length"),
+            ("10.32.0.1", "twelve", "prefix length"),
+            ("10.32.0.1", "99999999999999999999", "prefix length"),
+            ("10.32.0.0", "12", "network address of 10.32.0.0/12"),
+            ("10.47.255.255", "12", "broadcast address"),
+            ("127.0.0.1", "8", "cannot be a bridge address"),
+            ("224.0.0.1", "4", "cannot be a bridge address"),
+            ("0.0.0.0", "8", "cannot be a bridge address"),
+            ("169.254.1.1", "16", "cannot be a bridge address"),
+        ] {
+            let error = parse_exposed(ip, prefix).unwrap_err();
+            assert_eq!(error.status(), 400);
+            assert!(error.to_string().contains(says), "{ip}/{prefix}: {error}");
+        }
+        // /31 has no network or broadcast address to refuse.
+        assert!(parse_exposed("10.0.0.0", "31").is_ok());
+    }
+
+    #[test]
+    fn booleans_read_as_go_does() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_bool(t), Some(true));
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_bool(f), Some(false));
+        }
+        for bad in ["", "yes", "tRUE", "2"] {
+            assert_eq!(parse_bool(bad), None);
+        }
+    }
+
+    #[test]
+    fn errors_map_to_statuses() {
+        let net: Ipv4Net = "10.32.0.1/12".parse().unwrap();
+        assert_eq!(ExposeRequestError::NotExposed(net).status(), 404);
+        assert_eq!(ExposeRequestError::Unavailable("x".into()).status(), 503);
+        let failed =
+            ExposeRequestError::Failed(ExposeError::Rtnl(RtnlError::NoSuchLink("weave".into())));
+        assert_eq!(failed.status(), 500);
+        assert!(failed.to_string().contains("weave"));
+    }
+}
