@@ -103,6 +103,12 @@ pub struct Options {
     #[arg(long)]
     pub no_bridged_fastdp: bool,
 
+    /// Install no proactive flows (from IPAM and the topology): every new
+    /// destination then costs a miss upcall first, as in Weave. For
+    /// measurements and debugging.
+    #[arg(long, env = "WEAVE_NO_PROACTIVE_FLOWS")]
+    pub no_proactive_flows: bool,
+
     /// MTU of the overlay: default 1376 with a datapath (1460 less the
     /// VXLAN and ESP headroom); a plain Bridge defaults to 65535 and lets
     /// the sleeve tell senders the path MTU.

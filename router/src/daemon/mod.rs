@@ -165,6 +165,7 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
             bridge: options.bridge_config(crate::net::link::MacAddr(name.to_bytes())),
             port: options.port,
             encrypted: options.password.is_some(),
+            proactive_flows: !options.no_proactive_flows,
         },
         Box::new(move |event| {
             let _ = overlay_events.send(Event::Overlay(event));
