@@ -4,7 +4,9 @@
 //! policy of DROP), puts the FORWARD block and the nat chain there, and
 //! `POST /expose/{ip}/{prefix}` gives the bridge the address: the host
 //! reaches a container, and the container reaches another host's underlay
-//! address masqueraded as its host. A restart keeps one copy of every rule,
+//! address masqueraded as its host. After a reload of the tables without
+//! our rules (a firewall service restarting) they come back within the
+//! canary interval. A restart keeps one copy of every rule,
 //! `DELETE` hides the subnet again, bad requests get a 400, and
 //! `weave-router reset` removes the rules and the address. Needs root.
 
@@ -241,6 +243,23 @@ fn expose_in(variant: Variant) -> Result<()> {
             "{far:?} saw {seen}, not the host's {}",
             host.underlay_ip()
         );
+
+        // A firewall service reloads the tables without our rules: the
+        // canary goes with them, and the router puts everything back.
+        let reload = format!("{0}-save | grep -vi weave | {0}-restore", ipt(variant));
+        host.run(&["sh", "-c", &reload])?;
+        ensure!(
+            !save(host, variant)?.contains("WEAVE"),
+            "the reload kept ours"
+        );
+        // The log line comes once everything is back.
+        wait_for(Duration::from_secs(30), "the rules to come back", || {
+            Ok(router.log().contains("exposed again after the flush"))
+        })?;
+        rules_present(host, variant, &HOST_RULES, 1)?;
+        rules_present(host, variant, &EXPOSE_RULES, 1)?;
+        let listing = save(host, variant)?;
+        ensure!(listing.contains("--dport 9001 -j ACCEPT"), "{listing}");
         Ok(())
     })();
     with_logs(checked, &[&router])?;

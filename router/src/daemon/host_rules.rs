@@ -5,6 +5,9 @@
 //! host's own rules live in), puts Weave's rules in place and exposes again
 //! the subnets the bridge still has addresses in (they outlive a router
 //! restart). The HTTP API then exposes and hides subnets through it.
+//! Like Weave, it plants empty `WEAVE-CANARY` chains and looks every ten
+//! seconds whether they are still there: when a firewall service reloads
+//! the tables, they vanish with our rules, and everything is put back.
 //!
 //! A host where no iptables works keeps its router: the mesh and the data
 //! plane do not need the rules. The failure is logged, shown in `/report`,
@@ -13,8 +16,10 @@
 //! Everything here blocks (iptables runs as a command, rtnetlink is
 //! synchronous): the daemon calls it from `spawn_blocking`.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use serde_json::{Value, json};
@@ -23,7 +28,7 @@ use tracing::{info, warn};
 use super::config::Options;
 use crate::net::expose::{self, ExposeError};
 use crate::net::firewall::Firewall;
-use crate::net::firewall::rules::FirewallConfig;
+use crate::net::firewall::rules::{CANARY_CHAIN, FirewallConfig};
 use crate::net::rtnl::{Rtnl, RtnlError};
 
 /// Why the host rules could not be set up as configured.
@@ -143,17 +148,28 @@ pub fn reset_config(options: &Options) -> FirewallConfig {
     options.firewall_config(ip)
 }
 
+/// How often the canary chain is looked at (Weave's interval).
+pub const CANARY_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What changes while the router runs.
+#[derive(Debug, Default)]
+struct State {
+    /// Why there is no firewall, or why its last set-up failed.
+    problem: Option<String>,
+    /// Subnets exposed by this run without masquerading, so that putting
+    /// the rules back after a flush keeps them so.
+    no_nat: BTreeSet<Ipv4Net>,
+}
+
 /// The router's host rules: the firewall in use (if any) and what it was
 /// set up for.
 #[derive(Debug)]
 pub struct HostRules {
     config: FirewallConfig,
     firewall: Option<Firewall>,
-    /// Why there is no firewall, or why its set-up failed.
-    problem: Option<String>,
-    /// Serialises expose and hide: iptables' check-then-append is not
+    /// Also serialises every change: iptables' check-then-append is not
     /// atomic.
-    lock: Mutex<()>,
+    state: Mutex<State>,
 }
 
 impl HostRules {
@@ -177,8 +193,10 @@ impl HostRules {
                 return Ok(HostRules {
                     config,
                     firewall: None,
-                    problem: Some(error.to_string()),
-                    lock: Mutex::new(()),
+                    state: Mutex::new(State {
+                        problem: Some(error.to_string()),
+                        no_nat: BTreeSet::new(),
+                    }),
                 });
             }
         };
@@ -188,31 +206,103 @@ impl HostRules {
             "host firewall rules go in {}",
             firewall.variant()
         );
-        let exposed = match expose::exposed(&mut rtnl, &config.bridge) {
-            Ok(exposed) => exposed,
-            Err(error) => {
-                warn!(%error, "could not list the bridge's addresses to expose them again");
-                Vec::new()
-            }
+        let rules = HostRules {
+            config,
+            firewall: Some(firewall),
+            state: Mutex::new(State::default()),
         };
-        let problem = match firewall.setup(&config, &exposed) {
-            Ok(()) => {
+        rules.apply("exposed again");
+        Ok(rules)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts every rule in place and exposes again the subnets of the
+    /// bridge's addresses; records (and logs) a failure.
+    fn apply(&self, verb: &str) {
+        let Some(firewall) = &self.firewall else {
+            return;
+        };
+        let mut state = self.state();
+        let result = (|| -> Result<Vec<Ipv4Net>, ExposeError> {
+            let mut rtnl = Rtnl::open()?;
+            let exposed = expose::exposed(&mut rtnl, &self.config.bridge)?;
+            firewall.setup(&self.config, &[])?;
+            for net in &exposed {
+                let skip_nat = state.no_nat.contains(&net.trunc());
+                firewall.expose(&self.config, *net, skip_nat)?;
+            }
+            firewall.plant_canaries()?;
+            Ok(exposed)
+        })();
+        match result {
+            Ok(exposed) => {
                 for net in &exposed {
-                    info!(%net, bridge = %config.bridge, "exposed again");
+                    info!(%net, bridge = %self.config.bridge, "{verb}");
                 }
-                None
+                state.problem = None;
             }
             Err(error) => {
                 warn!(%error, "setting up the host firewall rules failed");
-                Some(error.to_string())
+                state.problem = Some(error.to_string());
             }
+        }
+    }
+
+    /// Looks at the canary once; when it is gone (the tables were reloaded
+    /// or flushed) puts every rule back. Returns whether it did.
+    pub fn check_canary(&self) -> bool {
+        let Some(firewall) = &self.firewall else {
+            return false;
         };
-        Ok(HostRules {
-            config,
-            firewall: Some(firewall),
-            problem,
-            lock: Mutex::new(()),
-        })
+        match firewall.canary_missing() {
+            Ok(false) => false,
+            Ok(true) => {
+                info!(
+                    "iptables canary {} deleted: putting the host rules back",
+                    CANARY_CHAIN
+                );
+                self.apply("exposed again after the flush");
+                true
+            }
+            Err(error) => {
+                warn!(%error, "could not look for the iptables canary");
+                false
+            }
+        }
+    }
+
+    /// Watches the canary every [`CANARY_INTERVAL`] until the task is
+    /// dropped.
+    pub async fn watch(rules: Arc<HostRules>) {
+        if rules.firewall.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(CANARY_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let rules = rules.clone();
+            if tokio::task::spawn_blocking(move || rules.check_canary())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Deletes the canary chains, as the router stops (the rules stay).
+    pub fn stop(&self) {
+        if let Some(firewall) = &self.firewall {
+            let _serial = self.state();
+            if let Err(error) = firewall.remove_canaries() {
+                warn!(%error, "could not remove the iptables canaries");
+            }
+        }
     }
 
     /// The firewall in use, if any.
@@ -223,7 +313,10 @@ impl HostRules {
     fn ready(&self) -> Result<&Firewall, ExposeRequestError> {
         self.firewall.as_ref().ok_or_else(|| {
             ExposeRequestError::Unavailable(
-                self.problem.clone().unwrap_or_else(|| "no firewall".into()),
+                self.state()
+                    .problem
+                    .clone()
+                    .unwrap_or_else(|| "no firewall".into()),
             )
         })
     }
@@ -232,9 +325,14 @@ impl HostRules {
     /// `skip_nat`). Exposing twice is harmless.
     pub fn expose(&self, addr: Ipv4Net, skip_nat: bool) -> Result<(), ExposeRequestError> {
         let firewall = self.ready()?;
-        let _serial = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state();
         let mut rtnl = Rtnl::open().map_err(ExposeError::from)?;
         expose::expose(&mut rtnl, firewall, &self.config, addr, skip_nat)?;
+        if skip_nat {
+            state.no_nat.insert(addr.trunc());
+        } else {
+            state.no_nat.remove(&addr.trunc());
+        }
         info!(%addr, bridge = %self.config.bridge, skip_nat, "exposed");
         if forwarding_off() {
             warn!(
@@ -249,7 +347,7 @@ impl HostRules {
     /// is in its subnet, the subnet's rules.
     pub fn hide(&self, addr: Ipv4Net) -> Result<(), ExposeRequestError> {
         let firewall = self.ready()?;
-        let _serial = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = self.state();
         let mut rtnl = Rtnl::open().map_err(ExposeError::from)?;
         if !expose::hide(&mut rtnl, firewall, &self.config, addr)? {
             return Err(ExposeRequestError::NotExposed(addr));
@@ -260,16 +358,17 @@ impl HostRules {
 
     /// The `Firewall` entry of `/report`.
     pub fn report_json(&self) -> Value {
+        let problem = self.state().problem.clone();
         match &self.firewall {
             Some(firewall) => json!({
                 "Variant": firewall.variant().to_string(),
                 "Reason": firewall.reason(),
-                "Error": self.problem,
+                "Error": problem,
             }),
             None => json!({
                 "Variant": Value::Null,
                 "Reason": Value::Null,
-                "Error": self.problem,
+                "Error": problem,
             }),
         }
     }

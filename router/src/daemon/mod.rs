@@ -181,6 +181,7 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
             .await
             .context("setting up the host firewall rules")??;
     let host_rules = std::sync::Arc::new(host_rules);
+    let canary_watch = tokio::spawn(host_rules::HostRules::watch(host_rules.clone()));
     // The overlays establish connections (not the handshake).
     config.overlay_features = overlay.features();
     config.auto_establish = false;
@@ -282,6 +283,8 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         _ = tokio::signal::ctrl_c() => info!("interrupted: stopping"),
         () = terminated() => info!("terminated: stopping"),
     }
+    canary_watch.abort();
+    let _ = tokio::task::spawn_blocking(move || host_rules.stop()).await;
     Ok(())
 }
 

@@ -138,6 +138,37 @@ impl Firewall {
     }
 }
 
+/// The tables that hold a canary chain; the first is the one watched.
+pub const CANARY_TABLES: [rules::Table; 3] = [Table::Mangle, Table::Nat, Table::Filter];
+
+impl Firewall {
+    /// Creates the empty canary chains (`WEAVE-CANARY`) whose disappearance
+    /// tells that the tables were reloaded or flushed under us (a firewall
+    /// service restarting, say), as Weave does.
+    pub fn plant_canaries(&self) -> Result<(), FirewallError> {
+        for table in CANARY_TABLES {
+            self.ipt
+                .ensure_chain(&rules::Chain::new(table, rules::CANARY_CHAIN))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the watched canary is gone.
+    pub fn canary_missing(&self) -> Result<bool, FirewallError> {
+        let chain = rules::Chain::new(CANARY_TABLES[0], rules::CANARY_CHAIN);
+        Ok(!self.ipt.chain_exists(&chain)?)
+    }
+
+    /// Deletes the canary chains (when the router stops).
+    pub fn remove_canaries(&self) -> Result<(), FirewallError> {
+        for table in CANARY_TABLES {
+            self.ipt
+                .delete_chain(&rules::Chain::new(table, rules::CANARY_CHAIN))?;
+        }
+        Ok(())
+    }
+}
+
 /// Removes every rule and chain of the router (and of Weave) from one
 /// variant. Idempotent.
 pub fn teardown_variant(ipt: &Iptables, config: &FirewallConfig) -> Result<(), FirewallError> {
