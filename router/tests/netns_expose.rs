@@ -367,3 +367,62 @@ fn netns_iptables_backend_flag_overrides_detection() -> Result<()> {
     ensure!(!save(host, Variant::Legacy)?.contains("WEAVE"));
     Ok(())
 }
+
+/// `--docker-bridge`: Docker's bridge may not send to ours, its containers
+/// may not reach the router's ports on its address; `reset` with the same
+/// flag removes those rules too. A name that is no link stops the router
+/// with a message naming the flag.
+#[test]
+fn netns_docker_bridge_rules() -> Result<()> {
+    let lab = Lab::new(1)?;
+    let host = lab.host(0);
+    let mut router = start(host, &["--no-fastdp", "--docker-bridge", "docker0"], &[])?;
+    let exited = router.wait_timeout(Duration::from_secs(30))?;
+    let log = router.log();
+    ensure!(
+        exited.is_some_and(|s| !s.success()),
+        "the router did not refuse: {log}"
+    );
+    ensure!(
+        log.contains("--docker-bridge docker0: there is no such link"),
+        "{log}"
+    );
+
+    host.run(&["ip", "link", "add", "docker0", "type", "bridge"])?;
+    host.run(&["ip", "addr", "add", "172.17.0.1/16", "dev", "docker0"])?;
+    let mut router = start(host, &["--no-fastdp", "--docker-bridge", "docker0"], &[])?;
+    let variant = Variant::Nft;
+    let checked = (|| -> Result<()> {
+        wait_for(Duration::from_secs(20), "the API", || {
+            Ok(call(host, "GET", "/status").is_ok_and(|(code, _)| code == 200))
+        })?;
+        ensure!(report(host)?["Firewall"]["Variant"] == variant.to_string().as_str());
+        let listing = save(host, variant)?;
+        for rule in [
+            "-A FORWARD -i docker0 -o weave -j DROP",
+            "-A INPUT -d 172.17.0.1/32 -i docker0 -p tcp -m tcp --dport 6783 -j DROP",
+            "-A INPUT -d 172.17.0.1/32 -i docker0 -p udp -m udp --dport 6784 -j DROP",
+            "-A INPUT -i docker0 -p udp -m udp --dport 53 -j ACCEPT",
+        ] {
+            ensure!(count(&listing, rule) == 1, "no {rule:?} in\n{listing}");
+        }
+        let forward: Vec<&str> = listing
+            .lines()
+            .filter(|l| l.starts_with("-A FORWARD"))
+            .collect();
+        ensure!(
+            forward.first() == Some(&"-A FORWARD -i docker0 -o weave -j DROP"),
+            "{forward:?}"
+        );
+        Ok(())
+    })();
+    with_logs(checked, &[&router])?;
+    router.stop(Duration::from_secs(10))?;
+    host.run(&[ROUTER, "--docker-bridge", "docker0", "reset"])?;
+    let listing = save(host, variant)?;
+    ensure!(
+        !listing.contains("docker0") && !listing.contains("WEAVE"),
+        "{listing}"
+    );
+    Ok(())
+}

@@ -40,6 +40,11 @@ pub enum HostRulesError {
     /// `--docker-bridge` names a link without an IPv4 address.
     #[error("--docker-bridge {0}: it has no IPv4 address")]
     DockerBridgeAddress(String),
+    /// `--docker-bridge` names no link.
+    #[error(
+        "--docker-bridge {0}: there is no such link (give the name of Docker's bridge, or leave the flag out)"
+    )]
+    NoDockerBridge(String),
 }
 
 /// Why an `expose` or `hide` request failed; [`status`](Self::status)
@@ -130,7 +135,10 @@ fn docker_ip(options: &Options, rtnl: &mut Rtnl) -> Result<Option<Ipv4Addr>, Hos
     if options.docker_bridge.is_empty() {
         return Ok(None);
     }
-    let addrs = rtnl.addresses_v4(&options.docker_bridge)?;
+    let addrs = match rtnl.addresses_v4(&options.docker_bridge) {
+        Err(RtnlError::NoSuchLink(name)) => return Err(HostRulesError::NoDockerBridge(name)),
+        other => other?,
+    };
     match addrs.first() {
         Some(net) => Ok(Some(net.addr())),
         None => Err(HostRulesError::DockerBridgeAddress(
