@@ -651,6 +651,64 @@ mod tests {
         }
     }
 
+    /// Sends one request to `router` over a real socket; returns the
+    /// status code and the body.
+    async fn request(router: axum::Router, method: &str, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await.unwrap();
+        let code = reply
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = reply.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (code, body.to_string())
+    }
+
+    #[test]
+    fn expose_requests_are_checked_before_anything_runs() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (events, _queue) = tokio::sync::mpsc::unbounded_channel();
+            let subnet = crate::ipam::Cidr::parse("10.32.0.0/12").unwrap();
+            let router = super::api_router(events, subnet, None);
+            for (method, path, code, says) in [
+                ("POST", "/expose/10.32.0.300/12", 400, "not an IPv4 address"),
+                ("POST", "/expose/10.32.0.1/33", 400, "prefix length"),
+                ("POST", "/expose/10.32.0.1/%FF", 400, ""),
+                ("POST", "/expose/10.32.0.0/12", 400, "network address"),
+                ("POST", "/expose/10.32.0.1/12?skipNAT=maybe", 400, "skipNAT"),
+                ("DELETE", "/expose/nonsense/12", 400, "not an IPv4 address"),
+                // Well formed, but this router has no host rules.
+                ("POST", "/expose/10.32.0.1/12", 503, "not available"),
+                (
+                    "POST",
+                    "/expose/10.32.0.1/12?skipNAT=true",
+                    503,
+                    "not available",
+                ),
+                ("DELETE", "/expose/10.32.0.1/12", 503, "not available"),
+                ("GET", "/expose/10.32.0.1/12", 405, ""),
+            ] {
+                let (got, body) = request(router.clone(), method, path).await;
+                assert_eq!(got, code, "{method} {path}: {body}");
+                assert!(body.contains(says), "{method} {path}: {body}");
+            }
+        });
+    }
+
     #[test]
     fn form_values_come_from_query_and_body() {
         let form = form(
