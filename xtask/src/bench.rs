@@ -51,6 +51,12 @@ pub enum Bench {
         /// First-ping trials per mode in the VM (0: skip).
         #[arg(long, default_value_t = 5)]
         first_ping_trials: u32,
+        /// The variants run in the VM, in order (ratios are to the first).
+        #[arg(
+            long,
+            default_value = "flannel,fastdp,fastdp-pure,sleeve,sleeve-encrypted"
+        )]
+        vm_variants: String,
     },
     /// The kernel datapath driver in the VM: batched flow installs ÷ one
     /// request per flow, dump rates, miss-upcall throughput.
@@ -83,7 +89,14 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             host_only,
             rounds,
             first_ping_trials,
-        } => dataplane(*seconds, *host_only, *rounds, *first_ping_trials),
+            vm_variants,
+        } => dataplane(
+            *seconds,
+            *host_only,
+            *rounds,
+            *first_ping_trials,
+            vm_variants,
+        ),
         Bench::Odp(args) => odp::run(args),
     }
 }
@@ -93,6 +106,7 @@ fn dataplane(
     host_only: bool,
     rounds: u32,
     first_ping_trials: u32,
+    vm_variants: &str,
 ) -> Result<ExitCode> {
     let tools = crate::setup::all()?;
     let bin = build_release(&["weave-router", "weave-cni", "weave-tests", "odp"])?;
@@ -119,7 +133,7 @@ fn dataplane(
     let mut ok = status.success();
     if !host_only {
         println!("==> in the VM: fastdp ÷ Flannel-style VXLAN, sleeve ÷ fastdp");
-        let mut command = argv("flannel,fastdp,fastdp-pure,sleeve,sleeve-encrypted");
+        let mut command = argv(vm_variants);
         command.extend([
             "--rounds".into(),
             rounds.to_string(),
