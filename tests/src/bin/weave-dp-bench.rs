@@ -31,8 +31,9 @@
 //! ping from the same source pod; once with proactive flows (the default),
 //! once with `--no-proactive-flows` (reactive only, as Weave). Each trial
 //! is timed twice: cold (the source resolves the new address with ARP
-//! first, which is reactive in both modes) and with the neighbour entry
-//! put in the source pod beforehand, which isolates the IPv4 path.
+//! first, which is reactive in both modes) and with the neighbour entries
+//! put in both pods beforehand (no ARP at all), which isolates the IPv4
+//! path.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -674,21 +675,21 @@ fn first_ping_mode(args: &Args, extra: &[&str]) -> Result<(Vec<f64>, Vec<f64>)> 
         let target = weave_pod_named(&lab, lab.host(1), args, &format!("c{trial}"))?;
         cold.push(ping_once(&source.netns, &target.address)?);
         let target = weave_pod_named(&lab, lab.host(1), args, &format!("w{trial}"))?;
-        lab.run_in(
-            &source.netns,
-            &[
+        for (from, to) in [(&source, &target), (&target, &source)] {
+            let argv = [
                 "ip",
                 "neigh",
                 "replace",
-                &target.address,
+                &to.address,
                 "lladdr",
-                &target.mac,
+                &to.mac,
                 "dev",
                 "eth0",
                 "nud",
                 "permanent",
-            ],
-        )?;
+            ];
+            lab.run_in(&from.netns, &argv)?;
+        }
         warm.push(ping_once(&source.netns, &target.address)?);
     }
     Ok((cold, warm))
