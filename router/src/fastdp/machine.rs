@@ -853,6 +853,20 @@ impl Fastdp {
             }
             return;
         }
+        if src == self.config.local
+            && self
+                .forwarders
+                .get(&dst)
+                .is_some_and(|f| *f.remote().ip() == src_ip && f.params().local_ip == dst_ip)
+            && is_frag_needed(&packet)
+        {
+            // Our own tunnel id with the outer addresses swapped: the
+            // kernel's VXLAN transmit found a DF packet of ours too big for
+            // the path, turned it into ICMP fragmentation-needed and handed
+            // it back as if received. It is for the local sender.
+            self.deliver_local(packet);
+            return;
+        }
         let tm = TunnelMatch {
             id,
             src: src_ip,
@@ -986,4 +1000,20 @@ impl Fastdp {
             counters: self.counters,
         }
     }
+}
+
+/// Whether an Ethernet frame carries IPv4 ICMP "fragmentation needed"
+/// (destination unreachable, code 4).
+fn is_frag_needed(frame: &[u8]) -> bool {
+    let (Some([0x08, 0x00]), Some(ip)) = (frame.get(12..14), frame.get(14..)) else {
+        return false;
+    };
+    let Some(&vihl) = ip.first() else {
+        return false;
+    };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    vihl >> 4 == 4
+        && ihl >= 20
+        && ip.get(9) == Some(&1)
+        && ip.get(ihl..ihl + 2) == Some(&[3, 4][..])
 }

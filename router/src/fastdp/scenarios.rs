@@ -251,6 +251,49 @@ fn relay_keeps_the_tunnel_id_and_refuses_hairpins() {
     assert!(ops(&mut f).is_empty());
 }
 
+/// An Ethernet frame with IPv4 ICMP of `icmp_type`/`code` in it.
+fn icmp_frame(src: MacAddr, dst: MacAddr, icmp_type: u8, code: u8) -> Vec<u8> {
+    let mut f = dst.0.to_vec();
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[8] = 64;
+    ip[9] = 1;
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[icmp_type, code, 0, 0, 0, 0, 0x05, 0x46]);
+    f.resize(70, 0);
+    f
+}
+
+#[test]
+fn kernel_frag_needed_on_our_own_tunnel_reaches_the_local_sender() {
+    let t0 = Instant::now();
+    let mut f = setup(t0);
+    // A's container is known on the bridge port.
+    f.handle_miss(frame(MAC_A1, BCAST), &local_key(BRIDGE, MAC_A1, BCAST), t0);
+    f.drain_outputs();
+    // The kernel found A's DF packet to B too big for the path and handed
+    // back ICMP frag-needed on A's own tunnel id (A | B << 12) with the
+    // outer addresses swapped: it goes to A's container, with no flow and
+    // nothing learnt.
+    let own = 0x2001;
+    f.handle_miss(
+        icmp_frame(MAC_B1, MAC_A1, 3, 4),
+        &tunnel_key(own, ip(2), MAC_B1, MAC_A1),
+        t0,
+    );
+    let o = ops(&mut f);
+    assert_eq!(executed(&o), vec![&vec![Action::Output(BRIDGE)]]);
+    assert!(created(&o).is_empty());
+    assert_eq!(f.mac_location(MAC_B1), None);
+    // Anything else on our own id is still a hairpin, dropped.
+    for other in [icmp_frame(MAC_B1, MAC_A1, 3, 1), frame(MAC_B1, MAC_A1)] {
+        f.handle_miss(other, &tunnel_key(own, ip(2), MAC_B1, MAC_A1), t0);
+        assert!(executed(&ops(&mut f)).is_empty());
+    }
+}
+
 #[test]
 fn sleeve_takes_frames_when_fastdp_is_not_selected() {
     let t0 = Instant::now();
