@@ -25,9 +25,12 @@ use crate::mesh::crypto::SessionKey;
 use crate::mesh::identity::PeerName;
 use crate::mesh::router::ConnHandle;
 use crate::mesh::wire::ProtocolTag;
-use crate::sleeve::checksum::complete_checksum;
+use crate::sleeve::checksum::{PartialHint, complete_checksum};
 use crate::sleeve::connection::{ForwardOutcome, SleeveAction, SleeveConnection, SleeveParams};
 use crate::sleeve::frame::split_sender;
+use crate::sleeve::offload::{
+    Coalescer, GSO_ECN, GSO_TCPV4, GSO_TCPV6, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, segment_tcp4,
+};
 use crate::sleeve::overlay_switch::{
     OVERLAYS_FEATURE, OverlaySwitch, SwitchEvent, SwitchSetup, negotiate, unwrap_control,
     wrap_control,
@@ -155,6 +158,12 @@ pub struct Counters {
     pub captured: u64,
     /// Captured frames whose checksum was completed here.
     pub checksums_completed: u64,
+    /// Captured GSO super-frames cut into segments here.
+    pub gso_captured: u64,
+    /// Captured GSO super-frames of a kind not cut here (dropped).
+    pub gso_dropped: u64,
+    /// Received segments merged into a GSO frame before injection.
+    pub coalesced: u64,
     /// Frames injected into the bridge.
     pub injected: u64,
     /// Datagrams received.
@@ -211,7 +220,10 @@ struct State {
     switch: Switch,
     conns: HashMap<PeerName, Conn>,
     out: Vec<Outgoing>,
+    /// Frames for local delivery made here (ICMP), before they are queued.
     inject: Vec<Vec<u8>>,
+    /// Frames for the bridge, merged where they continue a TCP flow.
+    to_bridge: Coalescer,
     events: Box<dyn Fn(OverlayEvent) + Send>,
     status: StatusMap,
     counters: Counters,
@@ -241,6 +253,8 @@ pub struct Dataplane {
     cap_batch: RecvBatch,
     udp_batch: RecvBatch,
     report: Option<FastdpReportCell>,
+    /// Where captured GSO frames are cut into segments.
+    segment: Vec<u8>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -271,6 +285,10 @@ impl Dataplane {
             Some((plane, cell)) => (Some(plane), Some(cell)),
             None => (None, None),
         };
+        let vnet = sockets
+            .capture
+            .as_ref()
+            .is_some_and(PacketSocket::has_vnet_hdr);
         Dataplane {
             state: State {
                 ourself,
@@ -278,6 +296,11 @@ impl Dataplane {
                 conns: HashMap::new(),
                 out: Vec::new(),
                 inject: Vec::new(),
+                to_bridge: if vnet {
+                    Coalescer::new()
+                } else {
+                    Coalescer::without_merging()
+                },
                 events,
                 status,
                 counters: Counters::default(),
@@ -287,9 +310,10 @@ impl Dataplane {
             sockets,
             waker,
             commands,
-            cap_batch: RecvBatch::new(BATCH, BUF_SIZE),
+            cap_batch: RecvBatch::new(BATCH, BUF_SIZE).with_vnet_hdr(vnet),
             udp_batch: RecvBatch::new(BATCH, BUF_SIZE),
             report,
+            segment: Vec::with_capacity(BUF_SIZE),
         }
     }
 
@@ -422,8 +446,44 @@ impl Dataplane {
                         continue;
                     }
                     self.state.counters.captured += 1;
-                    if c.csum_not_ready && complete_checksum(c.frame, None).is_ok() {
-                        self.state.counters.checksums_completed += 1;
+                    let Some(vnet) = c.vnet else {
+                        if c.csum_not_ready && complete_checksum(c.frame, None).is_ok() {
+                            self.state.counters.checksums_completed += 1;
+                        }
+                        self.state.on_captured(c.frame, now);
+                        continue;
+                    };
+                    if vnet.is_gso() {
+                        // A super-frame from a sender's TSO: cut it here,
+                        // each segment with its checksums done.
+                        let state = &mut self.state;
+                        let kind = vnet.gso_type & !GSO_ECN;
+                        let cut = (kind == GSO_TCPV4 || kind == GSO_TCPV6)
+                            .then(|| {
+                                segment_tcp4(
+                                    c.frame,
+                                    usize::from(vnet.gso_size),
+                                    &mut self.segment,
+                                    |s| state.on_captured(s, now),
+                                )
+                            })
+                            .and_then(Result::ok);
+                        if cut.is_some() {
+                            state.counters.gso_captured += 1;
+                        } else {
+                            state.counters.gso_dropped += 1;
+                            debug!(gso_type = vnet.gso_type, "captured GSO frame not cut");
+                        }
+                        continue;
+                    }
+                    if vnet.flags & VNET_F_NEEDS_CSUM != 0 {
+                        let hint = PartialHint {
+                            csum_start: vnet.csum_start,
+                            csum_offset: vnet.csum_offset,
+                        };
+                        if complete_checksum(c.frame, Some(hint)).is_ok() {
+                            self.state.counters.checksums_completed += 1;
+                        }
                     }
                     self.state.on_captured(c.frame, now);
                 }
@@ -451,14 +511,20 @@ impl Dataplane {
                 }
             };
             for i in 0..n {
+                let segment = self.udp_batch.segment_size(i);
                 if let Some((from, data, truncated)) = self.udp_batch.datagram(i) {
-                    self.state.counters.datagrams_in += 1;
                     if truncated {
+                        self.state.counters.datagrams_in += 1;
                         self.state.counters.bad_datagrams += 1;
                         continue;
                     }
-                    self.state
-                        .on_datagram(from, data, self.sockets.capture.as_ref(), now);
+                    // With UDP GRO one message may hold a run of
+                    // datagrams of `segment` bytes each.
+                    let size = segment.unwrap_or(data.len()).max(1);
+                    for datagram in data.chunks_mut(size) {
+                        self.state.counters.datagrams_in += 1;
+                        self.state.on_datagram(from, datagram, now);
+                    }
                 }
             }
             self.settle(now);
@@ -850,13 +916,7 @@ impl State {
         }
     }
 
-    fn on_datagram(
-        &mut self,
-        from: SocketAddr,
-        data: &mut [u8],
-        capture: Option<&PacketSocket>,
-        now: Instant,
-    ) {
+    fn on_datagram(&mut self, from: SocketAddr, data: &mut [u8], now: Instant) {
         let Ok((sender, _)) = split_sender(data) else {
             self.counters.bad_datagrams += 1;
             return;
@@ -896,10 +956,6 @@ impl State {
             }
             return;
         }
-        let Some(capture) = capture else {
-            return;
-        };
-        let mut local: Vec<&[u8]> = Vec::new();
         for (src, dst, offset, len) in records {
             let Some(frame) = body.get(offset..offset.saturating_add(len)) else {
                 continue;
@@ -919,23 +975,16 @@ impl State {
                 Decision::Unicast(send) => {
                     self.forward_to(send.via, send.src, send.dst, frame, false)
                 }
-                Decision::Inject => local.push(frame),
+                Decision::Inject => self.to_bridge.push(frame),
                 Decision::Flood { src, inject } => {
                     if inject {
-                        local.push(frame);
+                        self.to_bridge.push(frame);
                     }
                     let hops = self.switch.broadcast_hops(src).to_vec();
                     for hop in hops {
                         self.forward_to(hop, src, hop, frame, true);
                     }
                 }
-            }
-        }
-        if !local.is_empty() {
-            let (sent, errors) = capture.inject(&local);
-            self.counters.injected += sent as u64;
-            if let Some((_, error)) = errors.first() {
-                debug!(%error, "injecting into the bridge failed");
             }
         }
     }
@@ -951,10 +1000,10 @@ impl State {
             if !self.inject.is_empty() {
                 let frames = std::mem::take(&mut self.inject);
                 match (&sockets.capture, &mut self.fastdp) {
-                    (Some(capture), _) => {
-                        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-                        let (sent, _) = capture.inject(&refs);
-                        self.counters.injected += sent as u64;
+                    (Some(_), _) => {
+                        for frame in &frames {
+                            self.to_bridge.push(frame);
+                        }
                     }
                     (None, Some(f)) => {
                         // ICMP for a local sender: fastdp delivers it to
@@ -966,6 +1015,27 @@ impl State {
                     }
                     (None, None) => {}
                 }
+            }
+            if let Some(capture) = &sockets.capture
+                && !self.to_bridge.is_empty()
+            {
+                // Without PACKET_VNET_HDR the queue's (zero) headers are
+                // not sent.
+                let skip = if capture.has_vnet_hdr() {
+                    0
+                } else {
+                    VNET_HDR_LEN
+                };
+                let frames = self.to_bridge.frames().filter_map(|f| f.get(skip..));
+                let (sent, errors) = capture.inject(frames);
+                self.counters.injected += sent as u64;
+                self.counters.coalesced += self.to_bridge.merged() as u64;
+                if let Some((_, error)) = errors.first() {
+                    debug!(%error, "injecting into the bridge failed");
+                }
+                self.to_bridge.clear();
+            } else if sockets.capture.is_none() {
+                self.to_bridge.clear();
             }
             if self.out.is_empty() {
                 return;

@@ -26,55 +26,72 @@
 //! - [`sockets`]: AF_PACKET, UDP, `recvmmsg`/`sendmmsg`, eventfd and
 //!   `poll`, on `libc`.
 //!
-//! # Capture: AF_PACKET with `recvmmsg`, not a TPACKET_V3 ring
+//! # Capture: AF_PACKET with `recvmmsg` and `PACKET_VNET_HDR`, not a ring
 //!
 //! The capture socket is a plain `SOCK_RAW` AF_PACKET socket bound to
-//! `vethwe-pcap`, read 32 frames per `recvmmsg`, with `PACKET_AUXDATA` (so
-//! each frame says whether its transport checksum was left to offload)
-//! and `PACKET_IGNORE_OUTGOING` (so our own injections are not read back).
-//! Injection is `sendmmsg` on the same socket. Why not the mmap ring:
+//! `vethwe-pcap`, read 32 frames per `recvmmsg`, with `PACKET_VNET_HDR`
+//! (each frame comes behind a `virtio_net_hdr` saying whether it is a GSO
+//! super-frame and where its partial checksum lives), `PACKET_AUXDATA`
+//! and `PACKET_IGNORE_OUTGOING` (our own injections are not read back).
+//! Injection is `sendmmsg` on the same socket, each frame behind a vnet
+//! header too. Why this and not a TPACKET_V3 ring:
 //!
-//! - the per-frame cost of this data plane is dominated by what follows
-//!   the capture: one UDP datagram per 1.4 KB frame through the kernel's
-//!   UDP/IP stack, and with a password a secretbox per datagram. A ring
-//!   saves one copy of the frame and amortises the syscall, which
-//!   `recvmmsg` already amortises over the batch;
+//! - profiles (`perf record -a` during `cargo xtask bench dataplane`,
+//!   release router) show the data-plane threads spending about 90 % of
+//!   their time in the kernel, on the path each packet drives: the bridge
+//!   with its netfilter hooks, veth, UDP/IP, the receiving TCP stack. Our
+//!   own code and libc were about 8 % of their samples and the capture
+//!   copy (`packet_recvmsg`, `_copy_to_iter`) about 3 %. A ring saves that copy
+//!   and the syscall, which `recvmmsg` already amortises; it does not
+//!   touch the per-packet kernel path. Fewer, larger packets do;
 //! - a TPACKET_V3 block is handed over when full or when its retire
-//!   timer fires (milliseconds): for sparse traffic such as pings and TCP
-//!   handshakes that adds latency unless the timer is tuned down, which
-//!   in turn wastes blocks. `recvmmsg` returns whatever is queued at once;
-//! - frames we complete checksums on or answer with ICMP need a writable
-//!   buffer anyway, and the ring would have to be sized for 64 KiB frames
-//!   (the Bridge-mode MTU is 65535).
-//!
-//! Measured on this project's 2-core host (`netns_sleeve_throughput`,
-//! release router, iperf3 between containers on two hosts; the machine was
-//! shared with other builds and a VM, so take these as rough): 470–580
-//! Mbit/s in the clear and 270–330 Mbit/s encrypted, against 9–12 Gbit/s
-//! for a direct veth pair between two namespaces (which moves 64 KiB GSO
-//! segments). A `perf` profile of the data-plane thread shows about 10 % of
-//! its samples in our code; the rest is the kernel path its syscalls drive
-//! synchronously (the bridge, veth and the receiving TCP stack behind each
-//! injection; UDP/IP, veth and the underlay bridge behind each send;
-//! segmentation on `vethwe-bridge`). The capture syscalls are a small
-//! share, so a ring would buy little; fewer, larger packets do: runs of
-//! equal-sized DF datagrams to one peer leave as one UDP GSO send
-//! (`UDP_SEGMENT`; 10–25 % more here). UDP GRO on receive, and taking
-//! GSO frames from the capture with `PACKET_VNET_HDR` instead of having
-//! the kernel segment them, are the next steps.
+//!   timer fires (milliseconds): sparse traffic (pings, handshakes) waits
+//!   unless the timer is tuned down, which wastes blocks; `recvmmsg`
+//!   returns whatever is queued at once. A ring would also need 64 KiB
+//!   slots for super-frames;
+//! - so the work went into packet counts, measured one by one on the
+//!   host's two-host lab (sleeve, pod MTU 1376, iperf3; the machine was
+//!   shared with builds and a VM, load average about 10, so figures move
+//!   by ±20 % from run to run):
+//!   - before: 0.36–0.51 Gbit/s; the receiving router made one
+//!     `sendmmsg` per datagram (53 000 in 3 s under strace);
+//!   - UDP GRO on receive and merging of received TCP segments into GSO
+//!     frames before injection ([`crate::sleeve::offload::Coalescer`]):
+//!     0.53–0.57 Gbit/s; 3 700 injections in the same 3 s, each a
+//!     ~64 KiB frame; the data-plane threads' share of all CPU samples
+//!     fell from 32 % to 17 %;
+//!   - GSO super-frames taken from the capture and cut in userspace
+//!     ([`crate::sleeve::offload::segment_tcp4`]): 1.07 Gbit/s when the
+//!     sending pod's `eth0` has TX checksum offload on (so its TCP uses
+//!     TSO); the capture then reads 64 952-byte frames instead of 1 400.
+//!     A pod attached with TX checksum offload off (as Weave's CNI does
+//!     in Bridge mode, for pcap's sake) sends ready-made segments and
+//!     gets no gain from this step.
 //!
 //! # Checksums and segmentation
 //!
 //! A container's TCP stack hands the bridge frames whose checksum is left
-//! to offload and, with TSO, segments up to 64 KiB. Captured as they are,
-//! the first arrive at the far end with wrong checksums and the second are
-//! far over the sleeve MTU. The set-up turns TX checksum offload off on
-//! `vethwe-bridge` (the bridge's end of the capture pair): the kernel then
-//! completes checksums and segments GSO packets in software just before
-//! handing them to `vethwe-pcap`. A frame that still comes up flagged
-//! `TP_STATUS_CSUMNOTREADY` (the ethtool call failed, or someone turned
-//! offload back on) gets its checksum completed here with
-//! [`crate::sleeve::checksum::complete_checksum`].
+//! to offload and, with TSO, segments up to 64 KiB. The capture takes
+//! both as they are: the vnet header marks a partial checksum
+//! (`NEEDS_CSUM` with its offsets), which is completed with
+//! [`crate::sleeve::checksum::complete_checksum`], and a TCP super-frame
+//! (`GSO_TCPV4`/`GSO_TCPV6`), which is cut into MSS-sized segments with
+//! their checksums, exactly what the kernel's software segmentation would
+//! send, so the wire carries ordinary frames and Weave peers see nothing
+//! new. A vnet header cannot describe every GSO kind on every kernel (UDP
+//! GSO only from Linux 6.2; reading such a frame fails with `EINVAL`), so
+//! the set-up turns off every segmentation offload of `vethwe-bridge` but
+//! TCP's ([`sockets::capture_keeps_offload`]): the kernel segments UDP,
+//! SCTP and tunnel GSO before the capture. If the features cannot be
+//! set, TX checksum offload goes off on `vethwe-bridge` instead (the old
+//! way: the kernel then completes checksums and segments everything).
+//!
+//! On injection, consecutive received segments of one TCP/IPv4 flow
+//! (contiguous sequence numbers, same headers otherwise, checksums
+//! verified) are merged into one frame with a `GSO_TCPV4` vnet header and
+//! a partial checksum, as GRO would: the bridge, the container's veth and
+//! its TCP stack then handle one packet per batch instead of one per
+//! segment, and the container acknowledges less often.
 //!
 //! # UDP: two sockets on one port
 //!
@@ -92,7 +109,10 @@
 //! Sends are batched: `sendmmsg` per flush, and runs of equal-sized DF
 //! datagrams to one peer (a bulk TCP stream) as one UDP GSO send; the
 //! kernel cuts them into ordinary datagrams, so receivers (Weave's
-//! included) see nothing different.
+//! included) see nothing different. Both sockets have `UDP_GRO`: such a
+//! run, kept whole across veths and bridges (or rebuilt by a NIC's GRO),
+//! is read as one message and cut back into datagrams by its segment
+//! size.
 //!
 //! # Overlays negotiated
 //!

@@ -18,7 +18,10 @@ use super::dataplane::{
     OverlayEvent, Sockets, StatusMap,
 };
 use super::fastdp_plane::FastdpPlane;
-use super::sockets::{PMTUDISC_DO, PMTUDISC_DONT, PacketSocket, UdpSocket, Waker};
+use super::sockets::{
+    PMTUDISC_DO, PMTUDISC_DONT, PacketSocket, UdpSocket, Waker, capture_keeps_offload,
+    disable_netdev_features,
+};
 use super::switching::RouteTable;
 use crate::fastdp::executor::Executor;
 use crate::fastdp::{Fastdp, FastdpConfig};
@@ -127,6 +130,22 @@ pub fn setup_bridge(config: &BridgeConfig) -> Result<BridgePlan, StartError> {
         &odp,
     )?;
     if plan.bridge_type == BridgeType::Bridge {
+        // TCP super-frames go up to the capture whole (it cuts them, see
+        // the overlay docs); other GSO kinds are segmented by the kernel.
+        // If that cannot be arranged, checksum offload goes off, which
+        // makes the kernel segment everything.
+        match disable_netdev_features(BRIDGE_IF, |name| !capture_keeps_offload(name)) {
+            Ok(names) => {
+                info!(
+                    ?names,
+                    "offloads off on {BRIDGE_IF}; TCP segmentation left on"
+                );
+                return Ok(plan);
+            }
+            Err(error) => {
+                warn!(%error, "could not choose offloads of {BRIDGE_IF}; turning checksum offload off")
+            }
+        }
         match ethtool::tx_checksum(BRIDGE_IF) {
             Ok(true) => {
                 if let Err(error) = ethtool::tx_checksum_off(BRIDGE_IF) {

@@ -10,6 +10,8 @@ use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use crate::sleeve::offload::{VNET_HDR_LEN, VnetHdr};
+
 // Kernel uapi values (linux/if_packet.h, linux/if_ether.h, linux/in.h),
 // spelled out here so the code does not depend on which libc release
 // exports them.
@@ -18,6 +20,10 @@ const SOL_PACKET: libc::c_int = 263;
 const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
 const PACKET_AUXDATA: libc::c_int = 8;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_VNET_HDR: libc::c_int = 15;
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
 const PACKET_MR_PROMISC: libc::c_ushort = 1;
 const PACKET_OUTGOING: u8 = 4;
 const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
@@ -97,6 +103,9 @@ pub struct Captured<'a> {
     pub truncated: bool,
     /// We sent it (only seen on kernels without `PACKET_IGNORE_OUTGOING`).
     pub outgoing: bool,
+    /// The frame's `virtio_net_hdr`, on a socket with `PACKET_VNET_HDR`
+    /// (then `frame` starts after it).
+    pub vnet: Option<VnetHdr>,
 }
 
 /// Buffers and headers for one `recvmmsg` call.
@@ -108,6 +117,7 @@ pub struct RecvBatch {
     flags: Vec<libc::c_int>,
     ctrl_lens: Vec<usize>,
     filled: usize,
+    vnet: bool,
 }
 
 impl std::fmt::Debug for RecvBatch {
@@ -131,7 +141,16 @@ impl RecvBatch {
             flags: vec![0; slots],
             ctrl_lens: vec![0; slots],
             filled: 0,
+            vnet: false,
         }
+    }
+
+    /// The same for a capture socket with `PACKET_VNET_HDR` (see
+    /// [`PacketSocket::has_vnet_hdr`]): each frame is read behind its
+    /// `virtio_net_hdr`.
+    pub fn with_vnet_hdr(mut self, vnet: bool) -> Self {
+        self.vnet = vnet;
+        self
     }
 
     /// How many messages the last call filled.
@@ -182,7 +201,11 @@ impl RecvBatch {
             let e = io::Error::last_os_error();
             self.filled = 0;
             return match e.raw_os_error() {
+                // EINVAL on a capture socket: a frame the kernel could not
+                // describe in a vnet header (a GSO kind it does not name);
+                // it was consumed and dropped.
                 Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(0),
+                Some(libc::EINVAL) if self.vnet => Ok(0),
                 _ => Err(e),
             };
         }
@@ -203,18 +226,26 @@ impl RecvBatch {
         }
         let len = self.lens[i].min(self.bufs[i].len());
         let truncated = self.flags[i] & libc::MSG_TRUNC != 0;
-        let ctrl = ctrl_bytes(&self.ctrl[i], self.ctrl_lens[i]);
-        let status = auxdata_status(&ctrl).unwrap_or(0);
+        let ctrl = ctrl_bytes(&self.ctrl[i]);
+        let status = auxdata_status(ctrl.get(..self.ctrl_lens[i]).unwrap_or_default()).unwrap_or(0);
         // SAFETY: the kernel filled a sockaddr_ll for AF_PACKET sockets;
         // sockaddr_storage is larger and suitably aligned.
         let sll: &libc::sockaddr_ll =
             unsafe { &*(&self.addrs[i] as *const libc::sockaddr_storage).cast() };
         let outgoing = sll.sll_pkttype == PACKET_OUTGOING;
+        let data = &mut self.bufs[i][..len];
+        let (vnet, frame) = if self.vnet {
+            let vnet = VnetHdr::parse(data).map(|(h, _)| h);
+            (vnet, data.get_mut(VNET_HDR_LEN..).unwrap_or_default())
+        } else {
+            (None, data)
+        };
         Some(Captured {
-            frame: &mut self.bufs[i][..len],
+            frame,
             csum_not_ready: status & TP_STATUS_CSUMNOTREADY != 0,
             truncated,
             outgoing,
+            vnet,
         })
     }
 
@@ -234,37 +265,61 @@ impl RecvBatch {
         ));
         Some((from, &mut self.bufs[i][..len], truncated))
     }
+
+    /// The UDP GRO segment size of message `i` of the last call: with
+    /// `UDP_GRO`, one message may hold several datagrams of this many
+    /// bytes back to back (the last may be shorter). `None`: one datagram.
+    pub fn segment_size(&self, i: usize) -> Option<usize> {
+        if i >= self.filled {
+            return None;
+        }
+        let ctrl = ctrl_bytes(&self.ctrl[i]);
+        let data = find_cmsg(
+            ctrl.get(..self.ctrl_lens[i]).unwrap_or_default(),
+            SOL_UDP,
+            UDP_GRO,
+        )?;
+        let size = i32::from_ne_bytes(data.get(..4)?.try_into().ok()?);
+        usize::try_from(size).ok().filter(|s| *s > 0)
+    }
 }
 
-fn ctrl_bytes(ctrl: &[u64; 16], len: usize) -> Vec<u8> {
-    let mut out: Vec<u8> = ctrl.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    out.truncate(len);
+fn ctrl_bytes(ctrl: &[u64; 16]) -> [u8; 128] {
+    let mut out = [0u8; 128];
+    for (chunk, w) in out.chunks_exact_mut(8).zip(ctrl) {
+        chunk.copy_from_slice(&w.to_ne_bytes());
+    }
     out
 }
 
-/// Finds the `PACKET_AUXDATA` message in a control buffer and returns its
-/// `tp_status`.
-fn auxdata_status(ctrl: &[u8]) -> Option<u32> {
+/// The data of the first control message of `level`/`ty` in `ctrl`.
+fn find_cmsg(ctrl: &[u8], level: libc::c_int, ty: libc::c_int) -> Option<&[u8]> {
     const HDR: usize = size_of::<libc::cmsghdr>();
     let mut rest = ctrl;
     while rest.len() >= HDR {
         let len = usize::from_ne_bytes(rest.get(..8)?.try_into().ok()?);
-        let level = i32::from_ne_bytes(rest.get(8..12)?.try_into().ok()?);
-        let ty = i32::from_ne_bytes(rest.get(12..16)?.try_into().ok()?);
+        let l = i32::from_ne_bytes(rest.get(8..12)?.try_into().ok()?);
+        let t = i32::from_ne_bytes(rest.get(12..16)?.try_into().ok()?);
         if len < HDR {
             return None;
         }
-        if level == SOL_PACKET && ty == PACKET_AUXDATA {
-            let data = rest.get(HDR..len)?;
-            if data.len() < AUXDATA_LEN {
-                return None;
-            }
-            return Some(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?));
+        if l == level && t == ty {
+            return rest.get(HDR..len);
         }
         let step = len.div_ceil(8) * 8;
         rest = rest.get(step..)?;
     }
     None
+}
+
+/// Finds the `PACKET_AUXDATA` message in a control buffer and returns its
+/// `tp_status`.
+fn auxdata_status(ctrl: &[u8]) -> Option<u32> {
+    let data = find_cmsg(ctrl, SOL_PACKET, PACKET_AUXDATA)?;
+    if data.len() < AUXDATA_LEN {
+        return None;
+    }
+    Some(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?))
 }
 
 /// An AF_PACKET socket bound to one interface: captures every frame the
@@ -273,11 +328,13 @@ fn auxdata_status(ctrl: &[u8]) -> Option<u32> {
 pub struct PacketSocket {
     fd: OwnedFd,
     ifindex: libc::c_int,
+    vnet: bool,
 }
 
 impl PacketSocket {
     /// Opens and binds the socket on `ifname`, promiscuous, with
-    /// `PACKET_AUXDATA` and without our own transmissions.
+    /// `PACKET_AUXDATA`, `PACKET_VNET_HDR` when the kernel has it, and
+    /// without our own transmissions.
     pub fn open(ifname: &str) -> io::Result<Self> {
         let name = std::ffi::CString::new(ifname)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
@@ -315,7 +372,13 @@ impl PacketSocket {
         };
         setsockopt(raw, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq)?;
         big_buffers(raw, 8 << 20);
-        Ok(PacketSocket { fd, ifindex })
+        let vnet = setsockopt(raw, SOL_PACKET, PACKET_VNET_HDR, &1i32).is_ok();
+        Ok(PacketSocket { fd, ifindex, vnet })
+    }
+
+    /// Whether frames are read and written behind a `virtio_net_hdr`.
+    pub fn has_vnet_hdr(&self) -> bool {
+        self.vnet
     }
 
     /// The descriptor, for polling.
@@ -328,10 +391,15 @@ impl PacketSocket {
         self.ifindex
     }
 
-    /// Injects frames (`sendmmsg`); returns how many went and the errors
-    /// of those that did not, by index.
-    pub fn inject(&self, frames: &[&[u8]]) -> (usize, Vec<(usize, io::Error)>) {
-        send_batch(self.raw_fd(), frames.iter().map(|f| (None, *f)))
+    /// Injects frames (`sendmmsg`), each starting with its
+    /// `virtio_net_hdr` when the socket has one ([`Self::has_vnet_hdr`]);
+    /// returns how many went and the errors of those that did not, by
+    /// index.
+    pub fn inject<'a>(
+        &self,
+        frames: impl Iterator<Item = &'a [u8]>,
+    ) -> (usize, Vec<(usize, io::Error)>) {
+        send_batch(self.raw_fd(), frames.map(|f| (None, f)))
     }
 }
 
@@ -414,11 +482,17 @@ pub struct UdpSocket {
 impl UdpSocket {
     /// Binds `0.0.0.0:port` with PMTU discovery mode `pmtudisc`
     /// ([`PMTUDISC_DO`] or [`PMTUDISC_DONT`]).
+    ///
+    /// `UDP_GRO` is asked for (kernels from 5.0 have it): a run of
+    /// equal-sized datagrams that arrives as one GSO packet (a peer's UDP
+    /// GSO send across veths and bridges, or the NIC's GRO) is then read
+    /// in one go; [`RecvBatch::segment_size`] says how to cut it.
     pub fn bind(port: u16, pmtudisc: libc::c_int) -> io::Result<Self> {
         let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
         let raw = fd.as_raw_fd();
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, &1i32)?;
         setsockopt(raw, libc::IPPROTO_IP, IP_MTU_DISCOVER, &pmtudisc)?;
+        let _ = setsockopt(raw, SOL_UDP, UDP_GRO, &1i32);
         big_buffers(raw, 8 << 20);
         let sin = sockaddr_in(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
         // SAFETY: sin is a valid sockaddr_in of the size passed.
@@ -450,8 +524,6 @@ impl UdpSocket {
     /// (the last may be shorter) late on its way out. Every part but the
     /// last must be exactly `segment` bytes.
     pub fn send_gso(&self, to: SocketAddrV4, segment: usize, parts: &[&[u8]]) -> io::Result<()> {
-        const SOL_UDP: libc::c_int = 17;
-        const UDP_SEGMENT: libc::c_int = 103;
         let segment = u16::try_from(segment)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
         let sin = sockaddr_in(to);
@@ -526,6 +598,113 @@ pub fn path_mtu(to: SocketAddrV4) -> io::Result<usize> {
         )
     })?;
     usize::try_from(mtu).map_err(|_| io::Error::other("negative IP_MTU"))
+}
+
+/// `SIOCETHTOOL`.
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GSTRINGS: u32 = 0x1b;
+const ETHTOOL_GSSET_INFO: u32 = 0x37;
+const ETHTOOL_SFEATURES: u32 = 0x3b;
+/// `ETH_SS_FEATURES`: the string set naming netdev features.
+const ETH_SS_FEATURES: u32 = 4;
+const ETH_GSTRING_LEN: usize = 32;
+
+/// Runs one ethtool ioctl on `ifname` with the command buffer `buf`
+/// (which starts with the command word and is filled in by the kernel).
+fn ethtool_ioctl(ifname: &str, buf: &mut [u64]) -> io::Result<()> {
+    #[repr(C)]
+    struct IfreqData {
+        name: [libc::c_char; libc::IFNAMSIZ],
+        data: *mut libc::c_void,
+        _pad: [u8; 16],
+    }
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    let mut req = IfreqData {
+        name: [0; libc::IFNAMSIZ],
+        data: buf.as_mut_ptr().cast(),
+        _pad: [0; 16],
+    };
+    for (dst, src) in req.name.iter_mut().zip(ifname.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: req is a valid ifreq whose data pointer refers to `buf`,
+    // sized by the caller for the command's answer and alive for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCETHTOOL as _, &mut req as *mut IfreqData) };
+    check(rc).map(|_| ())
+}
+
+fn u64_words_to_bytes(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+}
+
+/// Turns off every netdev feature of `ifname` whose ethtool name (e.g.
+/// `tx-udp-segmentation`) `off` picks, through `ETHTOOL_SFEATURES`; the
+/// other features stay as they are. Returns the names turned off.
+pub fn disable_netdev_features(
+    ifname: &str,
+    off: impl Fn(&str) -> bool,
+) -> io::Result<Vec<String>> {
+    if cfg!(target_endian = "big") {
+        return Err(io::Error::other("big-endian host"));
+    }
+    // How many feature names there are.
+    let mut info = [0u64; 3];
+    info[0] = u64::from(ETHTOOL_GSSET_INFO);
+    info[1] = 1 << ETH_SS_FEATURES;
+    ethtool_ioctl(ifname, &mut info)?;
+    if info[1] & (1 << ETH_SS_FEATURES) == 0 {
+        return Err(io::Error::other("no feature names"));
+    }
+    let count = (info[2] & 0xffff_ffff) as usize;
+    // The names, 32 bytes each, after a 12-byte header.
+    let mut strings = vec![0u64; (12 + count * ETH_GSTRING_LEN).div_ceil(8)];
+    strings[0] = u64::from(ETHTOOL_GSTRINGS) | (u64::from(ETH_SS_FEATURES) << 32);
+    strings[1] = count as u64;
+    ethtool_ioctl(ifname, &mut strings)?;
+    let bytes = u64_words_to_bytes(&strings);
+    // One {valid, requested} pair of u32 per 32 features; requested 0.
+    let blocks = count.div_ceil(32);
+    let mut set = vec![0u64; 1 + blocks];
+    set[0] = u64::from(ETHTOOL_SFEATURES) | ((blocks as u64) << 32);
+    let mut names = Vec::new();
+    for i in 0..count {
+        let name = bytes
+            .get(12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN)
+            .unwrap_or_default();
+        let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+        let name = String::from_utf8_lossy(name.get(..end).unwrap_or_default());
+        if !name.is_empty() && off(&name) {
+            if let Some(pair) = set.get_mut(1 + i / 32) {
+                *pair |= 1u64 << (i % 32);
+            }
+            names.push(name.into_owned());
+        }
+    }
+    if names.is_empty() {
+        return Ok(names);
+    }
+    ethtool_ioctl(ifname, &mut set)?;
+    Ok(names)
+}
+
+/// Whether the capture should leave a segmentation offload of the
+/// capture pair's bridge end on: only TCP ones (the capture cuts TCP
+/// super-frames itself) and generic GSO, and not AccECN's, whose vnet flag it does not
+/// handle. Everything else the kernel must segment before the capture,
+/// since a vnet header cannot describe every GSO kind on every kernel
+/// (UDP GSO is missing before Linux 6.2, and reading such a frame fails).
+pub fn capture_keeps_offload(name: &str) -> bool {
+    let segmentation = name.starts_with("tx-")
+        && (name.ends_with("-segmentation") || name == "tx-gso-list" || name == "tx-gso-partial");
+    !segmentation
+        || name == "tx-generic-segmentation"
+        || (name.contains("tcp") && !name.contains("accecn"))
 }
 
 /// An eventfd that wakes the data-plane thread.
@@ -666,7 +845,15 @@ mod tests {
             poll_readable(&[b.raw_fd()], 100)?;
             let n = batch.recv(b.raw_fd())?;
             for i in 0..n {
-                got.push(batch.datagram(i).expect("filled").1.to_vec());
+                // With UDP_GRO the run may come up whole, with its
+                // segment size.
+                let size = batch.segment_size(i);
+                let data = batch.datagram(i).expect("filled").1.to_vec();
+                if let Some(size) = size {
+                    assert_eq!(size, 1000);
+                }
+                let size = size.unwrap_or(data.len());
+                got.extend(data.chunks(size).map(<[u8]>::to_vec));
             }
             if got.len() >= 3 {
                 break;
@@ -676,6 +863,33 @@ mod tests {
         // A segment size over the socket's limit is refused, not cut.
         assert!(a.send_gso(to, 70000, &refs).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn capture_keeps_only_tcp_segmentation_offloads() {
+        for keep in [
+            "tx-tcp-segmentation",
+            "tx-tcp6-segmentation",
+            "tx-tcp-ecn-segmentation",
+            "tx-tcp-mangleid-segmentation",
+            "tx-checksum-ip-generic",
+            "tx-generic-segmentation",
+            "rx-gro",
+            "tx-scatter-gather",
+        ] {
+            assert!(capture_keeps_offload(keep), "{keep}");
+        }
+        for off in [
+            "tx-udp-segmentation",
+            "tx-sctp-segmentation",
+            "tx-udp_tnl-segmentation",
+            "tx-gre-segmentation",
+            "tx-gso-list",
+            "tx-gso-partial",
+            "tx-tcp-accecn-segmentation",
+        ] {
+            assert!(!capture_keeps_offload(off), "{off}");
+        }
     }
 
     fn local_port(fd: RawFd) -> io::Result<u16> {

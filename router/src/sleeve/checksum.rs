@@ -25,12 +25,21 @@ pub const IPPROTO_ICMP: u8 = 1;
 
 /// Adds `data` as big-endian 16-bit words to a running ones'-complement
 /// sum (an odd last byte is padded with zero).
+///
+/// The words are added four bytes at a time (a sum of big-endian 32-bit
+/// words folds to the same 16-bit ones'-complement sum, since 2^16 ≡ 1
+/// modulo 0xffff), so only the folded value is meaningful.
 pub fn sum_words(data: &[u8], mut sum: u64) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for pair in &mut chunks {
+    let mut quads = data.chunks_exact(4);
+    for q in &mut quads {
+        sum += u64::from(u32::from_be_bytes([q[0], q[1], q[2], q[3]]));
+    }
+    let rest = quads.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for pair in &mut pairs {
         sum += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = pairs.remainder() {
         sum += u64::from(*last) << 8;
     }
     sum

@@ -73,5 +73,6 @@ pub mod fastdp_health;
 pub mod frame;
 pub mod fuzz;
 pub mod heartbeat;
+pub mod offload;
 pub mod overlay_switch;
 pub mod pmtu;
