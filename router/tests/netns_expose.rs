@@ -18,7 +18,7 @@ use anyhow::{Context, Result, ensure};
 use weave_router::net::firewall::iptables::Variant;
 use weave_tests::{Host, Lab, wait_for};
 
-use common::{ROUTER, report, start, with_logs};
+use common::{ROUTER, start, with_logs};
 
 const EXPOSED: &str = "10.32.0.1/12";
 const CONTAINER_IP: &str = "10.32.0.5";
@@ -142,6 +142,23 @@ fn source_seen(lab: &Lab, container: &str, server_host: &Host) -> Result<String>
     Ok(seen)
 }
 
+/// Waits (a minute: iptables is slow in an emulated VM) until the router's
+/// host rules are installed; returns the `Firewall` entry of `/report`.
+fn installed(host: &Host) -> Result<serde_json::Value> {
+    let mut firewall = serde_json::Value::Null;
+    wait_for(Duration::from_secs(60), "the host rules", || {
+        firewall = match call(host, "GET", "/report") {
+            Ok((200, body)) => {
+                serde_json::from_str::<serde_json::Value>(&body)?["Firewall"].clone()
+            }
+            _ => return Ok(false),
+        };
+        Ok(firewall["State"] != "installing")
+    })?;
+    ensure!(firewall["State"] == "installed", "{firewall}");
+    Ok(firewall)
+}
+
 fn bridge_addresses(host: &Host) -> Result<String> {
     Ok(host
         .run(&["ip", "-4", "-o", "addr", "show", "dev", "weave"])?
@@ -169,10 +186,7 @@ fn expose_in(variant: Variant) -> Result<()> {
             Variant::Legacy => "3 legacy rules, 0 nft rules",
             Variant::Nft => "0 legacy rules, 3 nft rules",
         };
-        wait_for(Duration::from_secs(20), "the API", || {
-            Ok(call(host, "GET", "/status").is_ok_and(|(code, _)| code == 200))
-        })?;
-        let firewall = report(host)?["Firewall"].clone();
+        let firewall = installed(host)?;
         ensure!(
             firewall["Variant"] == variant.to_string().as_str(),
             "{firewall}"
@@ -269,11 +283,7 @@ fn expose_in(variant: Variant) -> Result<()> {
     router.stop(Duration::from_secs(10))?;
     let mut router = start(host, &["--no-fastdp"], &[])?;
     let checked = (|| -> Result<()> {
-        wait_for(
-            Duration::from_secs(20),
-            "the restarted router's API",
-            || Ok(call(host, "GET", "/status").is_ok_and(|(code, _)| code == 200)),
-        )?;
+        installed(host)?;
         ensure!(
             router.log().contains("exposed again"),
             "no re-expose logged"
@@ -348,10 +358,7 @@ fn netns_iptables_backend_flag_overrides_detection() -> Result<()> {
     }
     let mut router = start(host, &["--no-fastdp", "--iptables-backend", "legacy"], &[])?;
     let checked = (|| -> Result<()> {
-        wait_for(Duration::from_secs(20), "the API", || {
-            Ok(call(host, "GET", "/status").is_ok_and(|(code, _)| code == 200))
-        })?;
-        let firewall = report(host)?["Firewall"].clone();
+        let firewall = installed(host)?;
         ensure!(firewall["Variant"] == "iptables-legacy", "{firewall}");
         ensure!(
             firewall["Reason"] == "--iptables-backend iptables-legacy",
@@ -393,10 +400,7 @@ fn netns_docker_bridge_rules() -> Result<()> {
     let mut router = start(host, &["--no-fastdp", "--docker-bridge", "docker0"], &[])?;
     let variant = Variant::Nft;
     let checked = (|| -> Result<()> {
-        wait_for(Duration::from_secs(20), "the API", || {
-            Ok(call(host, "GET", "/status").is_ok_and(|(code, _)| code == 200))
-        })?;
-        ensure!(report(host)?["Firewall"]["Variant"] == variant.to_string().as_str());
+        ensure!(installed(host)?["Variant"] == variant.to_string().as_str());
         let listing = save(host, variant)?;
         for rule in [
             "-A FORWARD -i docker0 -o weave -j DROP",

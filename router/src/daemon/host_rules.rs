@@ -1,6 +1,7 @@
 //! The host firewall rules and `expose` as the daemon runs them.
 //!
-//! At start, once the bridge exists, [`HostRules::install`] picks the
+//! At start, once the bridge exists, [`HostRules::install`] (in the
+//! background: the API does not wait for it) picks the
 //! iptables variant (the operator's `--iptables-backend`, else the one the
 //! host's own rules live in), puts Weave's rules in place and exposes again
 //! the subnets the bridge still has addresses in (they outlive a router
@@ -18,7 +19,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
@@ -159,53 +160,99 @@ pub fn reset_config(options: &Options) -> FirewallConfig {
 /// How often the canary chain is looked at (Weave's interval).
 pub const CANARY_INTERVAL: Duration = Duration::from_secs(10);
 
-/// What changes while the router runs.
-#[derive(Debug, Default)]
-struct State {
-    /// Why there is no firewall, or why its last set-up failed.
-    problem: Option<String>,
-    /// Subnets exposed by this run without masquerading, so that putting
-    /// the rules back after a flush keeps them so.
-    no_nat: BTreeSet<Ipv4Net>,
+/// Where the installation stands, as `/report` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Choosing the variant and putting the rules in place.
+    Installing,
+    /// Done (perhaps with an error: see the problem).
+    Installed,
+    /// No usable iptables: no rules.
+    Unavailable,
 }
 
-/// The router's host rules: the firewall in use (if any) and what it was
-/// set up for.
+impl Progress {
+    fn as_str(self) -> &'static str {
+        match self {
+            Progress::Installing => "installing",
+            Progress::Installed => "installed",
+            Progress::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// What `/report` shows; behind its own lock so that reading it never
+/// waits for iptables.
+#[derive(Debug)]
+struct Shown {
+    progress: Progress,
+    /// Why there is no firewall, or why its last set-up failed.
+    problem: Option<String>,
+}
+
+/// The router's host rules: the firewall in use (once chosen) and what it
+/// is set up for.
 #[derive(Debug)]
 pub struct HostRules {
     config: FirewallConfig,
-    firewall: Option<Firewall>,
-    /// Also serialises every change: iptables' check-then-append is not
-    /// atomic.
-    state: Mutex<State>,
+    backend: Option<crate::net::firewall::iptables::Variant>,
+    firewall: OnceLock<Firewall>,
+    shown: Mutex<Shown>,
+    /// Held through every iptables change (iptables' check-then-append is
+    /// not atomic), the installation included, so that an `expose` arriving
+    /// meanwhile waits for it. Holds the subnets exposed by this run
+    /// without masquerading, so that putting the rules back after a flush
+    /// keeps them so.
+    work: Mutex<BTreeSet<Ipv4Net>>,
 }
 
 impl HostRules {
-    /// Chooses the variant and sets the rules up (see the module doc).
-    /// Fails only on a configuration error (`--docker-bridge`); a host
-    /// without a working iptables gives a `HostRules` that says so.
-    pub fn install(options: &Options) -> Result<HostRules, HostRulesError> {
+    /// The host rules for `options`, not yet installed. Fails on a
+    /// configuration error (`--docker-bridge`).
+    pub fn new(options: &Options) -> Result<HostRules, HostRulesError> {
         let mut rtnl = Rtnl::open()?;
         let config = options.firewall_config(docker_ip(options, &mut rtnl)?);
-        let chosen = match options.iptables_backend {
-            Some(backend) => Firewall::with_variant(backend.variant()).map(|fw| {
+        Ok(HostRules {
+            config,
+            backend: options.iptables_backend.map(|b| b.variant()),
+            firewall: OnceLock::new(),
+            shown: Mutex::new(Shown {
+                progress: Progress::Installing,
+                problem: None,
+            }),
+            work: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    fn shown(&self) -> MutexGuard<'_, Shown> {
+        self.shown.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn work(&self) -> MutexGuard<'_, BTreeSet<Ipv4Net>> {
+        self.work.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Chooses the variant and sets the rules up (see the module doc). A
+    /// host without a working iptables is logged and reported, not an
+    /// error. Slow where commands are slow (tens of seconds in an emulated
+    /// VM), so the daemon runs it in the background.
+    pub fn install(&self) {
+        let no_nat = self.work();
+        let chosen = match self.backend {
+            Some(variant) => Firewall::with_variant(variant).map(|fw| {
                 let reason = format!("--iptables-backend {}", fw.variant());
                 fw.with_reason(reason)
             }),
             None => Firewall::detect(),
         };
         let firewall = match chosen {
-            Ok(firewall) => firewall,
+            Ok(firewall) => self.firewall.get_or_init(|| firewall),
             Err(error) => {
                 warn!(%error, "host firewall rules not installed: the bridge will not be exposed");
-                return Ok(HostRules {
-                    config,
-                    firewall: None,
-                    state: Mutex::new(State {
-                        problem: Some(error.to_string()),
-                        no_nat: BTreeSet::new(),
-                    }),
-                });
+                let mut shown = self.shown();
+                shown.progress = Progress::Unavailable;
+                shown.problem = Some(error.to_string());
+                return;
             }
         };
         info!(
@@ -214,55 +261,45 @@ impl HostRules {
             "host firewall rules go in {}",
             firewall.variant()
         );
-        let rules = HostRules {
-            config,
-            firewall: Some(firewall),
-            state: Mutex::new(State::default()),
-        };
-        rules.apply("exposed again");
-        Ok(rules)
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.apply(firewall, &no_nat, "exposed again");
     }
 
     /// Puts every rule in place and exposes again the subnets of the
-    /// bridge's addresses; records (and logs) a failure.
-    fn apply(&self, verb: &str) {
-        let Some(firewall) = &self.firewall else {
-            return;
-        };
-        let mut state = self.state();
+    /// bridge's addresses; records (and logs) a failure. The caller holds
+    /// the work lock (`no_nat` is under it).
+    fn apply(&self, firewall: &Firewall, no_nat: &BTreeSet<Ipv4Net>, verb: &str) {
         let result = (|| -> Result<Vec<Ipv4Net>, ExposeError> {
             let mut rtnl = Rtnl::open()?;
             let exposed = expose::exposed(&mut rtnl, &self.config.bridge)?;
             firewall.setup(&self.config, &[])?;
             for net in &exposed {
-                let skip_nat = state.no_nat.contains(&net.trunc());
-                firewall.expose(&self.config, *net, skip_nat)?;
+                firewall.expose(&self.config, *net, no_nat.contains(&net.trunc()))?;
             }
             firewall.plant_canaries()?;
             Ok(exposed)
         })();
-        match result {
+        let problem = match result {
             Ok(exposed) => {
                 for net in &exposed {
                     info!(%net, bridge = %self.config.bridge, "{verb}");
                 }
-                state.problem = None;
+                None
             }
             Err(error) => {
                 warn!(%error, "setting up the host firewall rules failed");
-                state.problem = Some(error.to_string());
+                Some(error.to_string())
             }
-        }
+        };
+        let mut shown = self.shown();
+        shown.progress = Progress::Installed;
+        shown.problem = problem;
     }
 
     /// Looks at the canary once; when it is gone (the tables were reloaded
     /// or flushed) puts every rule back. Returns whether it did.
     pub fn check_canary(&self) -> bool {
-        let Some(firewall) = &self.firewall else {
+        let no_nat = self.work();
+        let Some(firewall) = self.firewall.get() else {
             return false;
         };
         match firewall.canary_missing() {
@@ -272,7 +309,7 @@ impl HostRules {
                     "iptables canary {} deleted: putting the host rules back",
                     CANARY_CHAIN
                 );
-                self.apply("exposed again after the flush");
+                self.apply(firewall, &no_nat, "exposed again after the flush");
                 true
             }
             Err(error) => {
@@ -282,10 +319,15 @@ impl HostRules {
         }
     }
 
-    /// Watches the canary every [`CANARY_INTERVAL`] until the task is
-    /// dropped.
-    pub async fn watch(rules: Arc<HostRules>) {
-        if rules.firewall.is_none() {
+    /// Installs the rules, then watches the canary every
+    /// [`CANARY_INTERVAL`] until the task is dropped.
+    pub async fn run(rules: Arc<HostRules>) {
+        let installing = rules.clone();
+        if tokio::task::spawn_blocking(move || installing.install())
+            .await
+            .is_err()
+            || rules.firewall.get().is_none()
+        {
             return;
         }
         let mut tick = tokio::time::interval(CANARY_INTERVAL);
@@ -305,23 +347,23 @@ impl HostRules {
 
     /// Deletes the canary chains, as the router stops (the rules stay).
     pub fn stop(&self) {
-        if let Some(firewall) = &self.firewall {
-            let _serial = self.state();
-            if let Err(error) = firewall.remove_canaries() {
-                warn!(%error, "could not remove the iptables canaries");
-            }
+        let _serial = self.work();
+        if let Some(firewall) = self.firewall.get()
+            && let Err(error) = firewall.remove_canaries()
+        {
+            warn!(%error, "could not remove the iptables canaries");
         }
     }
 
-    /// The firewall in use, if any.
+    /// The firewall in use, once chosen.
     pub fn firewall(&self) -> Option<&Firewall> {
-        self.firewall.as_ref()
+        self.firewall.get()
     }
 
     fn ready(&self) -> Result<&Firewall, ExposeRequestError> {
-        self.firewall.as_ref().ok_or_else(|| {
+        self.firewall.get().ok_or_else(|| {
             ExposeRequestError::Unavailable(
-                self.state()
+                self.shown()
                     .problem
                     .clone()
                     .unwrap_or_else(|| "no firewall".into()),
@@ -330,16 +372,16 @@ impl HostRules {
     }
 
     /// Gives the bridge `addr` and exposes its subnet (masqueraded unless
-    /// `skip_nat`). Exposing twice is harmless.
+    /// `skip_nat`). Exposing twice is harmless. Waits for the installation.
     pub fn expose(&self, addr: Ipv4Net, skip_nat: bool) -> Result<(), ExposeRequestError> {
+        let mut no_nat = self.work();
         let firewall = self.ready()?;
-        let mut state = self.state();
         let mut rtnl = Rtnl::open().map_err(ExposeError::from)?;
         expose::expose(&mut rtnl, firewall, &self.config, addr, skip_nat)?;
         if skip_nat {
-            state.no_nat.insert(addr.trunc());
+            no_nat.insert(addr.trunc());
         } else {
-            state.no_nat.remove(&addr.trunc());
+            no_nat.remove(&addr.trunc());
         }
         info!(%addr, bridge = %self.config.bridge, skip_nat, "exposed");
         if forwarding_off() {
@@ -352,10 +394,10 @@ impl HostRules {
     }
 
     /// Takes `addr` off the bridge and, when no other address of the bridge
-    /// is in its subnet, the subnet's rules.
+    /// is in its subnet, the subnet's rules. Waits for the installation.
     pub fn hide(&self, addr: Ipv4Net) -> Result<(), ExposeRequestError> {
+        let _serial = self.work();
         let firewall = self.ready()?;
-        let _serial = self.state();
         let mut rtnl = Rtnl::open().map_err(ExposeError::from)?;
         if !expose::hide(&mut rtnl, firewall, &self.config, addr)? {
             return Err(ExposeRequestError::NotExposed(addr));
@@ -364,21 +406,17 @@ impl HostRules {
         Ok(())
     }
 
-    /// The `Firewall` entry of `/report`.
+    /// The `Firewall` entry of `/report`: `State` (installing, installed,
+    /// unavailable), `Variant` and `Reason` once chosen, `Error`.
     pub fn report_json(&self) -> Value {
-        let problem = self.state().problem.clone();
-        match &self.firewall {
-            Some(firewall) => json!({
-                "Variant": firewall.variant().to_string(),
-                "Reason": firewall.reason(),
-                "Error": problem,
-            }),
-            None => json!({
-                "Variant": Value::Null,
-                "Reason": Value::Null,
-                "Error": problem,
-            }),
-        }
+        let shown = self.shown();
+        let firewall = self.firewall.get();
+        json!({
+            "State": shown.progress.as_str(),
+            "Variant": firewall.map(|f| f.variant().to_string()),
+            "Reason": firewall.map(Firewall::reason),
+            "Error": shown.problem,
+        })
     }
 }
 

@@ -174,14 +174,14 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
     .await
     .context("starting the data plane")?;
     info!(fastdp = %overlay.mode().fastdp_line(), "data plane mode");
-    // The bridge exists now: the host rules can name it.
+    // The bridge exists now: the host rules can name it. They go in in the
+    // background (iptables can take tens of seconds on a slow machine).
     let host_options = options.clone();
-    let host_rules =
-        tokio::task::spawn_blocking(move || host_rules::HostRules::install(&host_options))
-            .await
-            .context("setting up the host firewall rules")??;
+    let host_rules = tokio::task::spawn_blocking(move || host_rules::HostRules::new(&host_options))
+        .await
+        .context("setting up the host firewall rules")??;
     let host_rules = std::sync::Arc::new(host_rules);
-    let canary_watch = tokio::spawn(host_rules::HostRules::watch(host_rules.clone()));
+    let host_rules_task = tokio::spawn(host_rules::HostRules::run(host_rules.clone()));
     // The overlays establish connections (not the handshake).
     config.overlay_features = overlay.features();
     config.auto_establish = false;
@@ -283,7 +283,7 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         _ = tokio::signal::ctrl_c() => info!("interrupted: stopping"),
         () = terminated() => info!("terminated: stopping"),
     }
-    canary_watch.abort();
+    host_rules_task.abort();
     let _ = tokio::task::spawn_blocking(move || host_rules.stop()).await;
     Ok(())
 }
