@@ -84,7 +84,7 @@ fn rules_present(host: &Host, variant: Variant, rules: &[&str], times: usize) ->
 /// A "container": a namespace whose eth0 is on the host's weave bridge,
 /// with its default route through the exposed address.
 fn attach(lab: &Lab, host: &Host) -> Result<String> {
-    wait_for(Duration::from_secs(20), "the weave bridge", || {
+    wait_for(Duration::from_secs(60), "the weave bridge", || {
         Ok(host.run(&["ip", "link", "show", "weave"]).is_ok())
     })?;
     let netns = lab.add_netns("c0")?;
@@ -115,20 +115,20 @@ fn source_seen(lab: &Lab, container: &str, server_host: &Host) -> Result<String>
              c,a=s.accept();print('peer',a[0],flush=True)\n",
         ],
     )?;
-    wait_for(Duration::from_secs(10), "the server to listen", || {
+    wait_for(Duration::from_secs(60), "the server to listen", || {
         Ok(server_host
             .run(&["ss", "-ltn", "sport = :7001"])?
             .stdout
             .contains(SERVER_PORT))
     })?;
     let client = format!(
-        "import socket\nsocket.create_connection(('{}',{SERVER_PORT}),timeout=5).close()\n",
+        "import socket\nsocket.create_connection(('{}',{SERVER_PORT}),timeout=30).close()\n",
         server_host.underlay_ip()
     );
     lab.run_in(container, &["python3", "-c", &client])?;
     let mut seen = String::new();
     wait_for(
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         "the server to see the peer",
         || {
             seen = server
@@ -142,11 +142,11 @@ fn source_seen(lab: &Lab, container: &str, server_host: &Host) -> Result<String>
     Ok(seen)
 }
 
-/// Waits (a minute: iptables is slow in an emulated VM) until the router's
+/// Waits (minutes: iptables is slow in an emulated VM) until the router's
 /// host rules are installed; returns the `Firewall` entry of `/report`.
 fn installed(host: &Host) -> Result<serde_json::Value> {
     let mut firewall = serde_json::Value::Null;
-    wait_for(Duration::from_secs(60), "the host rules", || {
+    wait_for(Duration::from_secs(180), "the host rules", || {
         firewall = match call(host, "GET", "/report") {
             Ok((200, body)) => {
                 serde_json::from_str::<serde_json::Value>(&body)?["Firewall"].clone()
@@ -239,7 +239,7 @@ fn expose_in(variant: Variant) -> Result<()> {
         rules_present(host, variant, &HOST_RULES, 1)?;
         rules_present(host, variant, &EXPOSE_RULES, 1)?;
         wait_for(
-            Duration::from_secs(10),
+            Duration::from_secs(60),
             "the host to ping the container",
             || {
                 Ok(host
@@ -267,7 +267,7 @@ fn expose_in(variant: Variant) -> Result<()> {
             "the reload kept ours"
         );
         // The log line comes once everything is back.
-        wait_for(Duration::from_secs(30), "the rules to come back", || {
+        wait_for(Duration::from_secs(120), "the rules to come back", || {
             Ok(router.log().contains("exposed again after the flush"))
         })?;
         rules_present(host, variant, &HOST_RULES, 1)?;
@@ -384,7 +384,7 @@ fn netns_docker_bridge_rules() -> Result<()> {
     let lab = Lab::new(1)?;
     let host = lab.host(0);
     let mut router = start(host, &["--no-fastdp", "--docker-bridge", "docker0"], &[])?;
-    let exited = router.wait_timeout(Duration::from_secs(30))?;
+    let exited = router.wait_timeout(Duration::from_secs(120))?;
     let log = router.log();
     ensure!(
         exited.is_some_and(|s| !s.success()),
