@@ -965,6 +965,11 @@ impl Fastdp {
         self.macs.lookup(mac)
     }
 
+    /// The settings this instance runs with.
+    pub fn config(&self) -> &FastdpConfig {
+        &self.config
+    }
+
     /// The counters.
     pub fn counters(&self) -> FastdpCounters {
         self.counters

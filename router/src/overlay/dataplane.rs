@@ -1251,6 +1251,15 @@ impl State {
         let status = match &c.switch {
             Some(switch) => {
                 let s = switch.status();
+                if s.overlay.as_deref() == Some("fastdp")
+                    && let Some(f) = &self.fastdp
+                {
+                    // As Weave: the attributes are those of the overlay in
+                    // use, and fastdp's MTU is the datapath's, not the
+                    // sleeve's probed one.
+                    set_attr(&mut attrs, "name", "fastdp".into());
+                    set_attr(&mut attrs, "mtu", f.machine_ref().config().mtu.to_string());
+                }
                 ConnOverlayStatus {
                     conn: c.handle,
                     overlay: s.overlay,
@@ -1305,5 +1314,13 @@ mod tests {
         let small: Vec<Outgoing> = (0..100).map(|_| out(1, 100)).collect();
         let refs: Vec<&Outgoing> = small.iter().collect();
         assert_eq!(gso_run(&refs), GSO_MAX_SEGMENTS);
+    }
+}
+
+/// Sets `key` in a list of attributes, in place if present.
+fn set_attr(attrs: &mut Vec<(String, String)>, key: &str, value: String) {
+    match attrs.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value,
+        None => attrs.push((key.to_string(), value)),
     }
 }
