@@ -26,9 +26,6 @@ use crate::sys;
 /// Prefix of the host end of a container's veth, as Weave names it.
 pub const HOST_VETH_PREFIX: &str = "vethwepl";
 
-/// The name of the datapath next to the bridge in BridgedFastdp mode.
-const DATAPATH: &str = "datapath";
-
 /// How long ADD waits, in pure Fastdp mode, for the router to make the
 /// host veth a datapath port.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,14 +121,11 @@ pub fn add(
             }
             _ => None,
         };
-        // Frames reach a kernel datapath before anything in userspace sees
-        // them: TX checksum offload can stay on (Weave's plugin turned it
-        // off only for the userspace sleeve).
-        let datapath_path = kind == BridgeKind::Datapath
-            || rtnl
-                .link(DATAPATH)
-                .map_err(kernel)?
-                .is_some_and(|l| l.kind == "openvswitch");
+        // The pod keeps TX checksum and segmentation offload in every mode.
+        // Weave's plugin turned checksum offload off for the sleeve, whose
+        // pcap capture forwarded frames as they were; weave-rs's capture
+        // completes partial checksums and cuts TCP super-frames itself, and
+        // with offload on the pod's TCP hands it 64 KiB at a time.
         let mtu = conf.mtu.unwrap_or(bridge.mtu);
         let mut host_name = host_veth_name(env.id(), &ifname);
         if rtnl.link(&host_name).map_err(kernel)?.is_some() {
@@ -170,7 +164,7 @@ pub fn add(
         let routes = ipam_result.routes.clone();
         let name = ifname.clone();
         let side = netns
-            .run(move || container_setup(&name, addr, gateway, &routes, !datapath_path))
+            .run(move || container_setup(&name, addr, gateway, &routes))
             .map_err(netns_error)
             .and_then(|r| r);
         let side = match side {
@@ -353,7 +347,6 @@ fn container_setup(
     addr: Ipv4Net,
     gateway: Option<Ipv4Addr>,
     routes: &[Route],
-    tx_off: bool,
 ) -> Result<ContainerSide, CniError> {
     let mut rtnl = Rtnl::open().map_err(kernel)?;
     let link = rtnl.link(ifname).map_err(kernel)?.ok_or_else(|| {
@@ -363,14 +356,6 @@ fn container_setup(
         )
     })?;
     let sysfail = |e: std::io::Error| CniError::new(Code::Kernel, e.to_string());
-    if tx_off {
-        sys::tx_checksum_off(ifname).map_err(|e| {
-            CniError::new(
-                Code::Kernel,
-                format!("turning TX checksum offload off on {ifname}: {e}"),
-            )
-        })?;
-    }
     sys::sysctl_if_exists(&format!("net/ipv6/conf/{ifname}/accept_ra"), "0").map_err(sysfail)?;
     sys::configure_arp_cache(ifname).map_err(sysfail)?;
     // The gratuitous ARP is sent by the kernel (arp_notify), see below.

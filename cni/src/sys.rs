@@ -1,8 +1,7 @@
-//! Kernel knobs outside rtnetlink: sysctls and TX checksum offload (ethtool
-//! ioctl). Both act in the calling thread's network namespace.
+//! Kernel knobs outside rtnetlink: sysctls, which act in the calling
+//! thread's network namespace.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Writes `value` to `/proc/sys/<key>`; a key that does not exist (IPv6
 /// disabled, say) is not an error.
@@ -23,63 +22,6 @@ pub fn configure_arp_cache(ifname: &str) -> io::Result<()> {
         "2",
     )?;
     sysctl_if_exists(&format!("net/ipv4/neigh/{ifname}/ucast_solicit"), "1")
-}
-
-fn socket(domain: libc::c_int, kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the result is checked before use.
-    let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
-const ETHTOOL_STXCSUM: u32 = 0x17;
-
-#[repr(C)]
-struct EthtoolValue {
-    cmd: u32,
-    data: u32,
-}
-
-#[repr(C)]
-struct IfreqData {
-    name: [libc::c_char; libc::IFNAMSIZ],
-    data: *mut libc::c_void,
-    _pad: [u8; 16],
-}
-
-/// Turns TX checksum offload off on `ifname`: in Bridge mode the router
-/// forwards captured frames as they are, so checksums must be complete.
-pub fn tx_checksum_off(ifname: &str) -> io::Result<()> {
-    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "bad interface name",
-        ));
-    }
-    let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
-    let mut value = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
-        data: 0,
-    };
-    let mut req = IfreqData {
-        name: [0; libc::IFNAMSIZ],
-        data: (&mut value as *mut EthtoolValue).cast(),
-        _pad: [0; 16],
-    };
-    for (dst, src) in req.name.iter_mut().zip(ifname.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: req is a valid ifreq whose data points at `value`, which
-    // outlives the call; the kernel reads and writes an ethtool_value.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCETHTOOL as _, &mut req as *mut IfreqData) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
