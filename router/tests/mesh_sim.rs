@@ -162,6 +162,12 @@ struct Sim {
     rng: StdRng,
     nodes: Vec<Node>,
     queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    /// Router timers, earliest first, lowest node first on ties. An entry
+    /// counts only while it matches `timer_at` for its node (later calls
+    /// push a fresh entry instead of finding the old one).
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Each node's `poll_timeout` as of its last call.
+    timer_at: Vec<Option<Instant>>,
     events: HashMap<usize, Ev>,
     seq: u64,
     links: HashMap<(usize, ConnHandle), LinkEnd>,
@@ -193,6 +199,8 @@ impl Sim {
             rng: StdRng::seed_from_u64(seed),
             nodes: Vec::new(),
             queue: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
+            timer_at: Vec::new(),
             events: HashMap::new(),
             seq: 0,
             links: HashMap::new(),
@@ -226,6 +234,7 @@ impl Sim {
             closes: Vec::new(),
         });
         self.group.push(0);
+        self.timer_at.push(None);
         i
     }
 
@@ -260,7 +269,34 @@ impl Sim {
         self.schedule(at, Ev::Start { node });
     }
 
+    /// Files `node`'s next timer after a call into its router.
+    fn reschedule(&mut self, node: usize) {
+        let t = self.nodes[node].router.poll_timeout();
+        if t != self.timer_at[node] {
+            self.timer_at[node] = t;
+            if let Some(t) = t {
+                self.timers.push(Reverse((t, node)));
+            }
+        }
+    }
+
+    /// The earliest live timer of an alive node (stale entries dropped).
+    fn next_timer(&mut self) -> Option<(Instant, usize)> {
+        while let Some(&Reverse((t, i))) = self.timers.peek() {
+            if self.nodes[i].alive && self.timer_at[i] == Some(t) {
+                return Some((t, i));
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
     fn drain(&mut self, node: usize) {
+        self.drain_outputs(node);
+        self.reschedule(node);
+    }
+
+    fn drain_outputs(&mut self, node: usize) {
         while let Some(out) = self.nodes[node].router.poll_output() {
             match out {
                 Output::Transmit { conn, bytes } => {
@@ -375,17 +411,7 @@ impl Sim {
     fn run_until(&mut self, until: Instant) {
         loop {
             let next_ev = self.queue.peek().map(|Reverse((t, _, _))| *t);
-            let mut next_timer: Option<(Instant, usize)> = None;
-            for (i, n) in self.nodes.iter().enumerate() {
-                if !n.alive {
-                    continue;
-                }
-                if let Some(t) = n.router.poll_timeout() {
-                    if next_timer.is_none_or(|(nt, _)| t < nt) {
-                        next_timer = Some((t, i));
-                    }
-                }
-            }
+            let next_timer = self.next_timer();
             let t_ev = next_ev.unwrap_or(until + Duration::from_secs(1));
             let t_tm = next_timer
                 .map(|(t, _)| t)
@@ -405,6 +431,8 @@ impl Sim {
                 };
                 self.handle(ev);
             } else if let Some((_, i)) = next_timer {
+                self.timers.pop();
+                self.timer_at[i] = None;
                 let now = self.now;
                 self.nodes[i].router.handle_timeout(now);
                 self.drain(i);
@@ -534,6 +562,13 @@ impl Sim {
             .unwrap_or(0)
     }
 
+    fn route_calculations(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| n.router.counters().route_calculations)
+            .sum()
+    }
+
     fn gossip_sent(&self) -> u64 {
         self.nodes
             .iter()
@@ -552,6 +587,8 @@ struct Report {
     /// Simulated time from the first join to convergence.
     total: Duration,
     rounds: u64,
+    /// Route recalculations, all peers together.
+    recalcs: u64,
     messages: u64,
     bytes: u64,
     wall: Duration,
@@ -623,6 +660,7 @@ fn join_random(
         converge: took,
         total: sim.now - sim.t0,
         rounds: sim.gossip_rounds(),
+        recalcs: sim.route_calculations(),
         messages: sim.gossip_sent(),
         bytes: sim.bytes_sent,
         wall: wall.elapsed(),
@@ -635,8 +673,8 @@ fn print(label: &str, r: &Report, sim: &Sim) {
     println!(
         "{label}: {} peers converged {:.1} s after the last join ({:.1} s simulated in all, \
          {:.2} gossip intervals after the last join); periodic gossip rounds (max per peer): {}; \
-         gossip messages sent: {}; bytes sent: {}; chunks delivered: {}; wall clock {:.1} s; \
-         CPU {:.1} s",
+         gossip messages sent: {}; bytes sent: {}; chunks delivered: {}; route recalculations \
+         (all peers): {}; wall clock {:.1} s; CPU {:.1} s",
         r.peers,
         r.converge.as_secs_f64(),
         r.total.as_secs_f64(),
@@ -645,6 +683,7 @@ fn print(label: &str, r: &Report, sim: &Sim) {
         r.messages,
         r.bytes,
         sim.delivered,
+        r.recalcs,
         r.wall.as_secs_f64(),
         r.cpu.as_secs_f64()
     );
@@ -1119,4 +1158,33 @@ fn hundred_peers_measurement() {
         );
         print(&format!("join-100 seed {seed} (no discovery)"), &r, &sim);
     }
+}
+
+/// The same run as `sim_100`/`sim_1000` with the size and seed taken from
+/// `MESH_SIM_PEERS` (default 200) and `MESH_SIM_SEED` (default 7), for
+/// measuring other sizes by hand; the join window is 60 s up to 500 peers
+/// and 120 s above.
+#[test]
+#[ignore = "measurement: MESH_SIM_PEERS=n cargo test --release -p weave-router --test mesh_sim -- --ignored sim_n --nocapture"]
+fn sim_n_peers_random_join_converge() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(d)
+    };
+    let n = env("MESH_SIM_PEERS", 200) as usize;
+    let seed = env("MESH_SIM_SEED", 7);
+    let spread = Duration::from_secs(if n > 500 { 120 } else { 60 });
+    let opts = NetOpts {
+        flow: true,
+        ..NetOpts::default()
+    };
+    let (mut sim, r) = join_random(n, 3, seed, opts, false, spread);
+    print(
+        &format!("sim_{n} seed {seed} (random order, no discovery, 3 targets, flow control)"),
+        &r,
+        &sim,
+    );
+    assert_one_topology(&mut sim, n);
 }

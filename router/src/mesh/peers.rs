@@ -166,6 +166,8 @@ pub struct Peers {
     ourself: PeerName,
     by_name: BTreeMap<PeerName, Peer>,
     by_short_id: HashMap<u16, ShortIdEntry>,
+    /// Bumped by every call that may change the table.
+    generation: u64,
 }
 
 impl Peers {
@@ -176,11 +178,19 @@ impl Peers {
             ourself: name,
             by_name: BTreeMap::new(),
             by_short_id: HashMap::new(),
+            generation: 0,
         };
         let mut ch = PeersChanges::default();
         p.add_by_short_id(&ourself, &mut ch);
         p.by_name.insert(name, ourself);
         p
+    }
+
+    /// A number that changes whenever the table may have changed (every
+    /// call taking `&mut self` bumps it), so that anything derived from
+    /// the table, such as encoded gossip, can be reused while it stays.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Our name.
@@ -309,6 +319,7 @@ impl Peers {
     /// reference to it. Returns the UID the table had for that peer before
     /// (to spot a restarted peer) if it was already known.
     pub fn fetch_with_default(&mut self, peer: Peer) -> (Option<PeerUid>, PeersChanges) {
+        self.generation += 1;
         let mut ch = PeersChanges::default();
         if let Some(existing) = self.by_name.get_mut(&peer.name) {
             existing.local_refs += 1;
@@ -323,6 +334,7 @@ impl Peers {
 
     /// Takes a reference on a known peer; `None` if unknown.
     pub fn fetch_and_add_ref(&mut self, name: PeerName) -> Option<PeerUid> {
+        self.generation += 1;
         let p = self.by_name.get_mut(&name)?;
         p.local_refs += 1;
         Some(p.uid)
@@ -330,6 +342,7 @@ impl Peers {
 
     /// Drops a reference taken by a connection.
     pub fn dereference(&mut self, name: PeerName) {
+        self.generation += 1;
         if let Some(p) = self.by_name.get_mut(&name) {
             p.local_refs = p.local_refs.saturating_sub(1);
         }
@@ -337,6 +350,7 @@ impl Peers {
 
     /// Records a new local connection of ours (bumps our version).
     pub fn add_local_connection(&mut self, conn: PeerConnection) {
+        self.generation += 1;
         let me = self.ourself_mut();
         me.connections.insert(conn.remote, conn);
         me.version += 1;
@@ -344,6 +358,7 @@ impl Peers {
 
     /// Removes a local connection of ours (bumps our version).
     pub fn delete_local_connection(&mut self, remote: PeerName) {
+        self.generation += 1;
         let me = self.ourself_mut();
         if me.connections.remove(&remote).is_some() {
             me.version += 1;
@@ -352,6 +367,7 @@ impl Peers {
 
     /// Marks a local connection established (bumps our version).
     pub fn local_connection_established(&mut self, remote: PeerName) {
+        self.generation += 1;
         let me = self.ourself_mut();
         if let Some(c) = me.connections.get_mut(&remote) {
             c.established = true;
@@ -361,6 +377,7 @@ impl Peers {
 
     /// Raises our version above `version`; true if it changed.
     pub fn set_local_version_beyond(&mut self, version: u64) -> bool {
+        self.generation += 1;
         let me = self.ourself_mut();
         if version >= me.version {
             me.version = version + 1;
@@ -372,6 +389,7 @@ impl Peers {
 
     /// Picks a free short ID for ourself (if one exists) and takes it.
     pub fn reassign_local_short_id(&mut self, rng: &mut dyn RngCore) -> (bool, PeersChanges) {
+        self.generation += 1;
         let mut ch = PeersChanges::default();
         let Some(id) = self.choose_short_id(rng) else {
             return (false, ch);
@@ -417,6 +435,7 @@ impl Peers {
     /// lacked. An entry about ourself from an older run makes us raise our
     /// version past it.
     pub fn apply_update(&mut self, entries: &[TopologyEntry]) -> UpdateResult {
+        self.generation += 1;
         let mut res = UpdateResult::default();
         let decoded: Vec<Peer> = entries
             .iter()
@@ -494,8 +513,9 @@ impl Peers {
     /// Removes peers we cannot reach over any connection (in any state) and
     /// that no local connection holds.
     pub fn garbage_collect(&mut self) -> PeersChanges {
+        self.generation += 1;
         let mut ch = PeersChanges::default();
-        let (_, reached) = routes::walk(self, self.ourself, None, false);
+        let (_, reached) = routes::walk_hops(self, self.ourself, None, false);
         let gone: Vec<PeerName> = self
             .by_name
             .values()

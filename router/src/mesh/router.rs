@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -27,7 +28,7 @@ use super::crypto::{KeyPair, SessionKey};
 use super::gossip::{GossipData, GossipError, Gossiper, SurrogateGossiper};
 use super::identity::{PeerName, PeerUid, ShortId};
 use super::peers::{Peer, PeerConnection, Peers, PeersChanges};
-use super::routes::Routes;
+use super::routes::{RecalcSchedule, Routes};
 use super::wire::{PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, ProtocolTag};
 
 /// The name of the channel that carries topology.
@@ -254,10 +255,21 @@ enum Kind {
 
 /// What a relay carries: topology (encoded from the table when sent) or a
 /// channel's own messages.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 enum Data {
     Topology(BTreeSet<PeerName>),
     Raw(GossipData),
+}
+
+/// The gossip messages encoded last, kept so that the same data going to
+/// further connections (a relay to several neighbours) is encoded once.
+/// Valid while the peers table keeps its generation.
+struct Encoded {
+    generation: u64,
+    channel: String,
+    src: PeerName,
+    data: Data,
+    messages: Arc<Vec<Vec<u8>>>,
 }
 
 /// A local connection in the status output.
@@ -338,6 +350,8 @@ pub struct MeshCounters {
     pub gossip_received: u64,
     /// Periodic gossip rounds run.
     pub gossip_rounds: u64,
+    /// Route recalculations run (after topology changes, coalesced).
+    pub route_calculations: u64,
 }
 
 /// The mesh router state machine.
@@ -346,7 +360,10 @@ pub struct MeshRouter {
     codec: Box<dyn MeshCodec>,
     rng: StdRng,
     peers: Peers,
-    routes: Option<Routes>,
+    /// Routes as last calculated; they may lag the peers table while a
+    /// recalculation is pending in `recalc` (as mesh's do).
+    routes: Routes,
+    recalc: RecalcSchedule,
     conns: BTreeMap<ConnHandle, LocalConn>,
     by_peer: BTreeMap<PeerName, ConnHandle>,
     next_handle: u64,
@@ -358,6 +375,7 @@ pub struct MeshRouter {
     next_gossip: Instant,
     outputs: VecDeque<Output>,
     counters: MeshCounters,
+    encoded: Option<Encoded>,
 }
 
 impl MeshRouter {
@@ -374,12 +392,15 @@ impl MeshRouter {
         let me = Peer::new(config.name, &config.nickname, uid, 0, short_id);
         let maker = ConnectionMaker::new(config.port, config.peer_discovery);
         let next_gossip = now + config.gossip_interval;
+        let peers = Peers::new(me);
+        let routes = Routes::calculate(&peers);
         MeshRouter {
             config,
             codec,
             rng,
-            peers: Peers::new(me),
-            routes: None,
+            peers,
+            routes,
+            recalc: RecalcSchedule::default(),
             conns: BTreeMap::new(),
             by_peer: BTreeMap::new(),
             next_handle: 1,
@@ -391,6 +412,7 @@ impl MeshRouter {
             next_gossip,
             outputs: VecDeque::new(),
             counters: MeshCounters::default(),
+            encoded: None,
         }
     }
 
@@ -414,18 +436,39 @@ impl MeshRouter {
         self.counters
     }
 
-    /// Current routes (recomputed if the topology changed).
+    /// Current routes: a pending recalculation runs first, so they match
+    /// the peers table (what mesh's `EnsureRecalculated` gives).
     pub fn routes(&mut self) -> &Routes {
-        self.routes_mut()
+        self.ensure_routes();
+        &self.routes
     }
 
-    fn routes_mut(&mut self) -> &mut Routes {
-        let peers = &self.peers;
-        self.routes.get_or_insert_with(|| Routes::calculate(peers))
+    /// Recalculates now if a recalculation is pending.
+    fn ensure_routes(&mut self) {
+        if self.recalc.cancel() {
+            self.recalculate_routes();
+        }
     }
 
-    fn invalidate_routes(&mut self) {
-        self.routes = None;
+    /// The routes for forwarding at `now`: recalculated first if the
+    /// pending recalculation is due, otherwise as they are (possibly a
+    /// little behind the peers table, as in mesh).
+    fn routes_at(&mut self, now: Instant) -> &mut Routes {
+        if self.recalc.take_due(now) {
+            self.recalculate_routes();
+        }
+        &mut self.routes
+    }
+
+    fn recalculate_routes(&mut self) {
+        self.counters.route_calculations += 1;
+        self.routes = Routes::calculate(&self.peers);
+    }
+
+    /// The topology changed: routes are recalculated soon, once for all
+    /// the changes made meanwhile.
+    fn invalidate_routes(&mut self, now: Instant) {
+        self.recalc.request(now);
     }
 
     /// Registers the owner of a gossip channel.
@@ -631,6 +674,7 @@ impl MeshRouter {
         };
         consider(self.pending_topology.as_ref().map(|(at, _)| *at));
         consider(self.gc_due);
+        consider(self.recalc.due());
         consider(self.maker.poll_timeout());
         for lc in self.conns.values() {
             consider(lc.conn.poll_timeout());
@@ -663,6 +707,7 @@ impl MeshRouter {
             let ch = self.peers.garbage_collect();
             self.apply_changes(ch, now);
         }
+        self.routes_at(now);
         if self
             .pending_topology
             .as_ref()
@@ -723,8 +768,9 @@ impl MeshRouter {
     pub fn status(&mut self, now: Instant) -> MeshStatus {
         let _ = now;
         let me = self.name();
+        self.ensure_routes();
         let peers = &self.peers;
-        let routes = self.routes.get_or_insert_with(|| Routes::calculate(peers));
+        let routes = &mut self.routes;
         let unicast_routes: Vec<(PeerName, PeerName)> =
             routes.unicast.iter().map(|(a, b)| (*a, *b)).collect();
         let broadcast_routes = routes.broadcast(peers, me);
@@ -1031,7 +1077,7 @@ impl MeshRouter {
         if limit != 0 && self.by_peer.len() >= limit {
             return Err(CloseReason::ConnLimit(limit));
         }
-        let connected_before = self.routes_mut().unicast.contains_key(&remote);
+        let connected_before = self.routes_at(now).unicast.contains_key(&remote);
         let Some(lc) = self.conns.get_mut(&handle) else {
             return Ok(());
         };
@@ -1048,7 +1094,7 @@ impl MeshRouter {
         if outbound {
             self.maker.connection_created(addr);
         }
-        self.invalidate_routes();
+        self.invalidate_routes(now);
         if restarted || !connected_before {
             self.send_all_gossip_down(handle, now);
         }
@@ -1068,7 +1114,7 @@ impl MeshRouter {
         }
         lc.established = true;
         self.peers.local_connection_established(remote);
-        self.invalidate_routes();
+        self.invalidate_routes(now);
         self.broadcast_peer_update(&[], now);
     }
 
@@ -1111,7 +1157,7 @@ impl MeshRouter {
                 });
                 let ch = self.peers.garbage_collect();
                 self.apply_changes(ch, now);
-                self.invalidate_routes();
+                self.invalidate_routes(now);
                 self.broadcast_peer_update(&[], now);
             }
         }
@@ -1131,7 +1177,7 @@ impl MeshRouter {
             tracing::info!("Removed unreachable peer {n}");
         }
         if !ch.removed.is_empty() {
-            self.invalidate_routes();
+            self.invalidate_routes(now);
         }
         let mut broadcast = ch.local_modified;
         if ch.reassign_local_short_id {
@@ -1235,7 +1281,7 @@ impl MeshRouter {
     ) {
         if !improved.is_empty() {
             self.maker.refresh(now);
-            self.invalidate_routes();
+            self.invalidate_routes(now);
         }
         if self.gc_due.is_none() {
             self.gc_due = Some(now + GC_DELAY);
@@ -1243,7 +1289,28 @@ impl MeshRouter {
         self.apply_changes(ch, now);
     }
 
-    fn encode_data(&self, channel: &str, src: PeerName, data: &Data) -> Vec<Vec<u8>> {
+    /// The envelopes for `data` on `channel` from `src`, reused from the
+    /// last call when nothing it depends on changed.
+    fn encode_data(&mut self, channel: &str, src: PeerName, data: &Data) -> Arc<Vec<Vec<u8>>> {
+        let generation = self.peers.generation();
+        if let Some(e) = &self.encoded {
+            if e.generation == generation && e.src == src && e.channel == channel && e.data == *data
+            {
+                return Arc::clone(&e.messages);
+            }
+        }
+        let messages = Arc::new(self.encode_data_now(channel, src, data));
+        self.encoded = Some(Encoded {
+            generation,
+            channel: channel.to_owned(),
+            src,
+            data: data.clone(),
+            messages: Arc::clone(&messages),
+        });
+        messages
+    }
+
+    fn encode_data_now(&self, channel: &str, src: PeerName, data: &Data) -> Vec<Vec<u8>> {
         let messages: Vec<Vec<u8>> = match data {
             Data::Raw(m) => m.clone(),
             Data::Topology(names) => {
@@ -1307,8 +1374,8 @@ impl MeshRouter {
             Kind::Gossip => (ProtocolTag::Gossip, self.name()),
             Kind::Broadcast(src) => (ProtocolTag::GossipBroadcast, src),
         };
-        for m in self.encode_data(channel, src, data) {
-            self.send_msg(handle, tag, &m, now);
+        for m in self.encode_data(channel, src, data).iter() {
+            self.send_msg(handle, tag, m, now);
         }
     }
 
@@ -1355,9 +1422,8 @@ impl MeshRouter {
 
     /// Gossip to random neighbours (never back to `src`).
     fn relay(&mut self, channel: &str, src: PeerName, data: Data, now: Instant) {
-        let peers = &self.peers;
-        let routes = self.routes.get_or_insert_with(|| Routes::calculate(peers));
-        let hops = routes.random_neighbours(src, &mut self.rng);
+        self.routes_at(now);
+        let hops = self.routes.random_neighbours(src, &mut self.rng);
         for hop in hops {
             if let Some(&h) = self.by_peer.get(&hop) {
                 self.enqueue(h, channel, Kind::Gossip, data.clone(), now);
@@ -1366,9 +1432,8 @@ impl MeshRouter {
     }
 
     fn relay_broadcast(&mut self, channel: &str, src: PeerName, data: Data, now: Instant) {
-        let peers = &self.peers;
-        let routes = self.routes.get_or_insert_with(|| Routes::calculate(peers));
-        let hops = routes.broadcast_all(peers, src);
+        self.routes_at(now);
+        let hops = self.routes.broadcast_all(&self.peers, src);
         for hop in hops {
             if let Some(&h) = self.by_peer.get(&hop) {
                 self.enqueue(h, channel, Kind::Broadcast(src), data.clone(), now);
@@ -1383,7 +1448,7 @@ impl MeshRouter {
         now: Instant,
     ) -> Result<(), GossipError> {
         let hop = self
-            .routes_mut()
+            .routes_at(now)
             .unicast_all
             .get(&dst)
             .copied()

@@ -3,7 +3,9 @@
 //! Unicast routes give the next hop towards a peer; broadcast routes give,
 //! for a broadcast from a given source, the neighbours we pass it on to.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::{Duration, Instant};
 
 use rand::{Rng, RngCore};
 
@@ -13,21 +15,21 @@ use super::peers::{Peer, Peers};
 /// Next hop per destination; ourself maps to [`PeerName::UNKNOWN`].
 pub type UnicastRoutes = BTreeMap<PeerName, PeerName>;
 
-/// Calls `f` for each neighbour of `peer` not in `exclude`. With
-/// `established_symmetric`, only established connections that the neighbour
-/// also reports (established) back to `peer` count.
+/// Calls `f` for each neighbour of `peer` for which `excluded` is false.
+/// With `established_symmetric`, only established connections that the
+/// neighbour also reports (established) back to `peer` count.
 fn for_each_connected<'a>(
     peers: &'a Peers,
     peer: &'a Peer,
     established_symmetric: bool,
-    exclude: &UnicastRoutes,
+    excluded: impl Fn(&PeerName) -> bool,
     mut f: impl FnMut(&'a Peer),
 ) {
     for (remote_name, conn) in &peer.connections {
         if established_symmetric && !conn.established {
             continue;
         }
-        if exclude.contains_key(remote_name) {
+        if excluded(remote_name) {
             continue;
         }
         let Some(remote) = peers.get(remote_name) else {
@@ -44,6 +46,32 @@ fn for_each_connected<'a>(
     }
 }
 
+/// A hasher for peer names in the walk's scratch map: names are already
+/// well spread 48-bit values, so one multiply mixes them enough (and costs
+/// far less than the default SipHash, which matters on large meshes).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0 ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 ^= self.0 >> 29;
+    }
+}
+
+/// A hash map keyed by peer name, with a cheap hasher.
+pub(crate) type NameMap<V> = HashMap<PeerName, V, BuildHasherDefault<NameHasher>>;
+
 /// Breadth-first walk from `start`. Returns whether `stop_at` was reached
 /// (the walk stops there) and the next-hop map built so far.
 pub fn walk(
@@ -52,30 +80,48 @@ pub fn walk(
     stop_at: Option<PeerName>,
     established_symmetric: bool,
 ) -> (bool, UnicastRoutes) {
-    let mut routes = UnicastRoutes::new();
+    let (found, hops) = walk_hops(peers, start, stop_at, established_symmetric);
+    (found, hops.into_iter().collect())
+}
+
+/// [`walk`] into a hash map (the caller orders it if it needs to).
+pub(crate) fn walk_hops(
+    peers: &Peers,
+    start: PeerName,
+    stop_at: Option<PeerName>,
+    established_symmetric: bool,
+) -> (bool, NameMap<PeerName>) {
+    let mut routes = NameMap::default();
     let Some(start_peer) = peers.get(&start) else {
         return (false, routes);
     };
+    routes.reserve(peers.len());
     routes.insert(start, PeerName::UNKNOWN);
     let mut next: Vec<&Peer> = vec![start_peer];
+    let mut work: Vec<&Peer> = Vec::new();
+    let mut found: Vec<&Peer> = Vec::new();
     while !next.is_empty() {
-        let mut work = std::mem::take(&mut next);
-        work.sort_by_key(|p| p.name);
-        for cur in work {
+        std::mem::swap(&mut work, &mut next);
+        work.sort_unstable_by_key(|p| p.name);
+        for cur in work.drain(..) {
             if Some(cur.name) == stop_at {
                 return (true, routes);
             }
-            let mut found = Vec::new();
-            for_each_connected(peers, cur, established_symmetric, &routes, |remote| {
-                found.push(remote);
-            });
-            for remote in found {
-                let hop = if cur.name == start {
-                    remote.name
-                } else {
-                    routes.get(&cur.name).copied().unwrap_or(PeerName::UNKNOWN)
-                };
-                routes.insert(remote.name, hop);
+            found.clear();
+            for_each_connected(
+                peers,
+                cur,
+                established_symmetric,
+                |n| routes.contains_key(n),
+                |remote| found.push(remote),
+            );
+            let hop = if cur.name == start {
+                None
+            } else {
+                Some(routes.get(&cur.name).copied().unwrap_or(PeerName::UNKNOWN))
+            };
+            for remote in found.drain(..) {
+                routes.insert(remote.name, hop.unwrap_or(remote.name));
                 next.push(remote);
             }
         }
@@ -92,17 +138,15 @@ pub fn broadcast_hops(
     established_symmetric: bool,
 ) -> Vec<PeerName> {
     let ourself = peers.ourself_name();
-    let (found, reached) = walk(peers, source, Some(ourself), established_symmetric);
+    let (found, reached) = walk_hops(peers, source, Some(ourself), established_symmetric);
     let mut hops = Vec::new();
     if found {
         for_each_connected(
             peers,
             peers.ourself(),
             established_symmetric,
-            &reached,
-            |p| {
-                hops.push(p.name);
-            },
+            |n| reached.contains_key(n),
+            |p| hops.push(p.name),
         );
     }
     hops
@@ -118,17 +162,28 @@ pub struct Routes {
     pub unicast_all: UnicastRoutes,
     broadcast: BTreeMap<PeerName, Vec<PeerName>>,
     broadcast_all: BTreeMap<PeerName, Vec<PeerName>>,
+    /// Per neighbour (in name order), how many destinations in
+    /// `unicast_all` it is the next hop for.
+    hop_weights: Vec<(PeerName, u64)>,
 }
 
 impl Routes {
     /// Computes the unicast routes and our own broadcast routes.
     pub fn calculate(peers: &Peers) -> Self {
         let me = peers.ourself_name();
+        let unicast_all = walk(peers, me, None, false).1;
+        let mut weights: BTreeMap<PeerName, u64> = BTreeMap::new();
+        for hop in unicast_all.values() {
+            if *hop != PeerName::UNKNOWN {
+                *weights.entry(*hop).or_default() += 1;
+            }
+        }
         let mut r = Routes {
             unicast: walk(peers, me, None, true).1,
-            unicast_all: walk(peers, me, None, false).1,
+            unicast_all,
             broadcast: BTreeMap::new(),
             broadcast_all: BTreeMap::new(),
+            hop_weights: weights.into_iter().collect(),
         };
         r.broadcast.insert(me, broadcast_hops(peers, me, true));
         r.broadcast_all.insert(me, broadcast_hops(peers, me, false));
@@ -155,35 +210,122 @@ impl Routes {
     /// how many destinations each one is the next hop for (so neighbours
     /// behind bottlenecks are favoured); `except` is never chosen.
     pub fn random_neighbours(&self, except: PeerName, rng: &mut dyn RngCore) -> Vec<PeerName> {
-        let mut weights: BTreeMap<PeerName, u64> = BTreeMap::new();
-        let mut total: u64 = 0;
-        for hop in self.unicast_all.values() {
-            if *hop != PeerName::UNKNOWN && *hop != except {
-                total += 1;
-                *weights.entry(*hop).or_default() += 1;
-            }
-        }
+        let mut weights: Vec<(PeerName, u64)> = self
+            .hop_weights
+            .iter()
+            .filter(|(hop, _)| *hop != except)
+            .copied()
+            .collect();
+        let mut total: u64 = weights.iter().map(|(_, c)| *c).sum();
         let n = self.unicast_all.len().max(1) as f64;
         let wanted = ((2.0 * n.log2()).floor().max(0.0) as usize).min(weights.len());
         let mut out = Vec::with_capacity(wanted);
         while out.len() < wanted && total > 0 {
             let mut pick = rng.gen_range(0..total);
             let mut chosen = None;
-            for (name, count) in &weights {
+            for (i, (name, count)) in weights.iter().enumerate() {
                 if pick < *count {
-                    chosen = Some((*name, *count));
+                    chosen = Some((i, *name, *count));
                     break;
                 }
                 pick -= count;
             }
-            let Some((name, count)) = chosen else {
+            let Some((i, name, count)) = chosen else {
                 break;
             };
-            weights.remove(&name);
+            weights.remove(i);
             total -= count;
             out.push(name);
         }
         out
+    }
+}
+
+/// Time between route recalculations once the burst allowance is spent
+/// (mesh allows two per second).
+pub const RECALC_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How many recalculations may run back to back after a quiet spell (mesh
+/// allows bursts of four).
+pub const RECALC_BURST: u32 = 4;
+
+/// Decides when routes are recalculated after the topology changed.
+///
+/// Requests made while one is pending merge into it. Recalculations are
+/// spaced by a token bucket (refilled at one per [`RECALC_INTERVAL`],
+/// holding up to [`RECALC_BURST`]), as mesh spaces them; where mesh drops a
+/// request that finds the bucket empty (leaving routes stale until the
+/// next change), this one postpones it until a token is there, so routes
+/// always catch up. Time comes in as `now`, so it is deterministic.
+#[derive(Debug, Clone)]
+pub struct RecalcSchedule {
+    /// Saved-up time, at most `RECALC_BURST` intervals; a recalculation
+    /// costs one interval.
+    credit: Duration,
+    /// When `credit` was last brought up to date.
+    at: Option<Instant>,
+    /// When the pending recalculation may run.
+    due: Option<Instant>,
+}
+
+impl Default for RecalcSchedule {
+    fn default() -> Self {
+        RecalcSchedule {
+            credit: RECALC_INTERVAL * RECALC_BURST,
+            at: None,
+            due: None,
+        }
+    }
+}
+
+impl RecalcSchedule {
+    fn refill(&mut self, now: Instant) {
+        let elapsed = self
+            .at
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        self.credit = (self.credit + elapsed).min(RECALC_INTERVAL * RECALC_BURST);
+        self.at = Some(self.at.map_or(now, |at| at.max(now)));
+    }
+
+    /// Asks for a recalculation; returns when it may run (at once, i.e.
+    /// `now`, while the bucket holds a token).
+    pub fn request(&mut self, now: Instant) -> Instant {
+        if let Some(due) = self.due {
+            return due;
+        }
+        self.refill(now);
+        let due = now + RECALC_INTERVAL.saturating_sub(self.credit);
+        self.due = Some(due);
+        due
+    }
+
+    /// When the pending recalculation may run, if one is pending.
+    pub fn due(&self) -> Option<Instant> {
+        self.due
+    }
+
+    /// Whether a recalculation is pending.
+    pub fn pending(&self) -> bool {
+        self.due.is_some()
+    }
+
+    /// Whether the pending recalculation should run now; if so it is taken
+    /// (the caller recalculates) and paid for.
+    pub fn take_due(&mut self, now: Instant) -> bool {
+        if self.due.is_none_or(|d| d > now) {
+            return false;
+        }
+        self.due = None;
+        self.refill(now);
+        self.credit = self.credit.saturating_sub(RECALC_INTERVAL);
+        true
+    }
+
+    /// Forgets the pending recalculation because the caller recalculated
+    /// out of turn (to answer with up-to-date routes); returns whether one
+    /// was pending. Such a recalculation is not charged to the bucket.
+    pub fn cancel(&mut self) -> bool {
+        self.due.take().is_some()
     }
 }
 
@@ -285,6 +427,88 @@ mod tests {
         // except 6 if 6 was not reached earlier in the walk from 2.
         let from2 = r.broadcast(&peers, n(2));
         assert!(from2.iter().all(|h| *h != n(2)));
+    }
+
+    #[test]
+    fn recalculations_merge_and_are_spaced_after_a_burst() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let mut s = RecalcSchedule::default();
+        assert!(!s.pending());
+        // A full bucket: the first RECALC_BURST run at once.
+        for _ in 0..RECALC_BURST {
+            assert_eq!(s.request(t0), t0);
+            assert_eq!(s.request(t0), t0, "a second request merges");
+            assert!(s.take_due(t0));
+            assert!(!s.pending());
+        }
+        // Empty bucket: the next one waits for a token, and requests made
+        // meanwhile merge into it.
+        assert_eq!(s.request(t0), t0 + RECALC_INTERVAL);
+        assert_eq!(s.request(ms(100)), t0 + RECALC_INTERVAL);
+        assert!(!s.take_due(ms(499)));
+        assert_eq!(s.due(), Some(t0 + RECALC_INTERVAL));
+        assert!(s.take_due(ms(500)));
+        assert!(!s.take_due(ms(501)), "nothing pending");
+        // Steady demand runs at one per interval.
+        assert_eq!(s.request(ms(600)), ms(1000));
+        assert!(s.take_due(ms(1000)));
+        // A quiet spell refills the bucket (up to the burst).
+        assert_eq!(s.request(ms(60_000)), ms(60_000));
+        assert!(s.cancel(), "recalculated out of turn");
+        assert!(!s.cancel());
+        for _ in 0..RECALC_BURST {
+            assert_eq!(s.request(ms(60_000)), ms(60_000));
+            assert!(s.take_due(ms(60_000)));
+        }
+        assert_eq!(s.request(ms(60_000)), ms(60_500));
+    }
+
+    #[test]
+    fn walk_matches_a_plain_breadth_first_search() {
+        // A ring of 30 with chords; compare against a direct BFS that
+        // visits each level in name order.
+        let mut edges: Vec<(u64, u64)> = (1..30).map(|i| (i, i + 1)).collect();
+        edges.push((30, 1));
+        edges.extend([(1, 15), (7, 22), (3, 27), (10, 11)]);
+        let peers = table(&edges, &[(5, 40)]);
+        let r = Routes::calculate(&peers);
+        let mut adj: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for (a, b) in &edges {
+            adj.entry(*a).or_default().push(*b);
+            adj.entry(*b).or_default().push(*a);
+        }
+        let mut expect: BTreeMap<u64, u64> = BTreeMap::from([(1, 0)]);
+        let mut level = vec![1u64];
+        while !level.is_empty() {
+            level.sort();
+            let mut next = Vec::new();
+            for cur in level {
+                let mut ns = adj[&cur].clone();
+                ns.sort();
+                let hop = if cur == 1 {
+                    None
+                } else {
+                    expect.get(&cur).copied()
+                };
+                for m in ns {
+                    if let std::collections::btree_map::Entry::Vacant(e) = expect.entry(m) {
+                        e.insert(hop.unwrap_or(m));
+                        next.push(m);
+                    }
+                }
+            }
+            level = next;
+        }
+        let got: BTreeMap<u64, u64> = r
+            .unicast
+            .iter()
+            .map(|(d, h)| (d.as_u64(), h.as_u64()))
+            .collect();
+        assert_eq!(got, expect);
+        // The one-way edge to 40 only shows in the all-connections routes.
+        assert!(!r.unicast.contains_key(&n(40)));
+        assert_eq!(r.unicast_all[&n(40)], r.unicast[&n(5)]);
     }
 
     #[test]
