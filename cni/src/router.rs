@@ -185,12 +185,14 @@ impl Router {
     }
 
     /// Asks the router to expose `addr` on the bridge. `Ok(false)` when the
-    /// router has no such call.
+    /// router has no such call, or cannot set host rules on this host (503:
+    /// no working iptables); the caller then puts the address on the bridge
+    /// itself, without masquerading.
     pub fn expose(&self, addr: Ipv4Net) -> Result<bool, CniError> {
         let path = format!("/expose/{}/{}", addr.addr(), addr.prefix_len());
         let response = self.call("POST", &path, None)?;
         match response.status {
-            404 | 405 => Ok(false),
+            404 | 405 | 503 => Ok(false),
             s if (200..300).contains(&s) => Ok(true),
             _ => Err(refused(&format!("expose {addr}"), &response)),
         }
