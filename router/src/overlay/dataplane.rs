@@ -1282,6 +1282,14 @@ impl State {
     }
 }
 
+/// Sets `key` in a list of attributes, in place if present.
+fn set_attr(attrs: &mut Vec<(String, String)>, key: &str, value: String) {
+    match attrs.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value,
+        None => attrs.push((key.to_string(), value)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1314,13 +1322,5 @@ mod tests {
         let small: Vec<Outgoing> = (0..100).map(|_| out(1, 100)).collect();
         let refs: Vec<&Outgoing> = small.iter().collect();
         assert_eq!(gso_run(&refs), GSO_MAX_SEGMENTS);
-    }
-}
-
-/// Sets `key` in a list of attributes, in place if present.
-fn set_attr(attrs: &mut Vec<(String, String)>, key: &str, value: String) {
-    match attrs.iter_mut().find(|(k, _)| k == key) {
-        Some(slot) => slot.1 = value,
-        None => attrs.push((key.to_string(), value)),
     }
 }
