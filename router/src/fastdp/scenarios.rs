@@ -131,7 +131,12 @@ fn tunnel_of(actions: &[Action]) -> Vec<(u64, Ipv4Addr)> {
 /// Peer A with ports 0 (internal), 1 (bridge veth), 2 (VXLAN) and a
 /// selected fastdp connection to B.
 fn setup(t0: Instant) -> Fastdp {
-    let mut f = Fastdp::new(FastdpConfig::new(p(A), 1376), t0);
+    setup_with(FastdpConfig::new(p(A), 1376), t0)
+}
+
+/// [`setup`] with the given settings.
+fn setup_with(config: FastdpConfig, t0: Instant) -> Fastdp {
+    let mut f = Fastdp::new(config, t0);
     let first = ops(&mut f);
     assert_eq!(
         first,
@@ -427,13 +432,7 @@ fn no_proactive_flows_when_disabled() {
     let t0 = Instant::now();
     let mut config = FastdpConfig::new(p(A), 1376);
     config.proactive = false;
-    let mut f = Fastdp::new(config, t0);
-    f.set_topology(topology(false));
-    f.port_added(INTERNAL, "datapath", PortKind::Local);
-    f.port_added(BRIDGE, "vethwe-datapath", PortKind::Local);
-    f.port_added(VXLAN, "vxlan-6784", PortKind::Vxlan { udp_port: 6784 });
-    f.add_connection(conn(B, 2)).unwrap();
-    f.set_selected(p(B), true).unwrap();
+    let mut f = setup_with(config, t0);
     f.set_cidr_view(vec![
         ("10.32.0.0/13".parse().unwrap(), p(A)),
         ("10.40.0.0/13".parse().unwrap(), p(B)),
