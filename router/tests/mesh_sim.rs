@@ -1059,11 +1059,10 @@ fn sim_100_peers_random_join_converge() {
 
 /// 1,000 peers, same shape as `sim_100` (join window 120 s, seed 7). With
 /// route recalculation coalesced the cost is mostly gossip volume (about
-/// n² messages); one release run had used 18 min of CPU without finishing
-/// (see docs/benchmarks.md, "mesh convergence"), far too long for the unit
-/// stage.
+/// n² messages); a release run took 25 min of CPU (see docs/benchmarks.md,
+/// "mesh convergence"), far too long for the unit stage.
 #[test]
-#[ignore = "more than 18 min of CPU in release (not yet seen to finish): cargo test --release -p weave-router --test mesh_sim -- --ignored sim_1000 --nocapture"]
+#[ignore = "about 25 min of CPU in release: cargo test --release -p weave-router --test mesh_sim -- --ignored sim_1000 --nocapture"]
 fn sim_1000_peers_random_join_converge() {
     let opts = NetOpts {
         flow: true,
