@@ -120,16 +120,6 @@ pub fn parse_exposed(ip: &str, prefix: &str) -> Result<Ipv4Net, ExposeRequestErr
     Ok(net)
 }
 
-/// Reads a boolean form value as Weave (Go's `strconv.ParseBool`) does:
-/// `1 t T TRUE true True` and `0 f F FALSE false False`.
-pub fn parse_bool(text: &str) -> Option<bool> {
-    match text {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 /// The Docker bridge's IPv4 address, when `--docker-bridge` names one.
 /// `Ok(None)` when none is named.
 fn docker_ip(options: &Options, rtnl: &mut Rtnl) -> Result<Option<Ipv4Addr>, HostRulesError> {
@@ -458,19 +448,6 @@ mod tests {
         }
         // /31 has no network or broadcast address to refuse.
         assert!(parse_exposed("10.0.0.0", "31").is_ok());
-    }
-
-    #[test]
-    fn booleans_read_as_go_does() {
-        for t in ["1", "t", "T", "TRUE", "true", "True"] {
-            assert_eq!(parse_bool(t), Some(true));
-        }
-        for f in ["0", "f", "F", "FALSE", "false", "False"] {
-            assert_eq!(parse_bool(f), Some(false));
-        }
-        for bad in ["", "yes", "tRUE", "2"] {
-            assert_eq!(parse_bool(bad), None);
-        }
     }
 
     #[test]

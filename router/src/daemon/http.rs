@@ -299,7 +299,7 @@ async fn expose(
     };
     let mut skip_nat = false;
     for value in values(&form(query.as_deref(), &body), "skipNAT") {
-        match host_rules::parse_bool(&value) {
+        match crate::mesh::identity::parse_go_bool(&value) {
             Some(flag) => skip_nat = flag,
             None => {
                 return bad_request(format!(

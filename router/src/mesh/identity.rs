@@ -206,7 +206,7 @@ impl fmt::Display for ShortId {
 }
 
 /// Go's `strconv.ParseBool`: the spellings Weave accepts for the `Trusted`
-/// feature.
+/// feature and for boolean form values such as `skipNAT`.
 pub fn parse_go_bool(text: &str) -> Option<bool> {
     match text {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
@@ -300,5 +300,14 @@ mod tests {
         assert_eq!(parse_go_bool("True"), Some(true));
         assert_eq!(parse_go_bool("0"), Some(false));
         assert_eq!(parse_go_bool("yes"), None);
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_go_bool(t), Some(true));
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_go_bool(f), Some(false));
+        }
+        for bad in ["", "yes", "tRUE", "2"] {
+            assert_eq!(parse_go_bool(bad), None);
+        }
     }
 }
