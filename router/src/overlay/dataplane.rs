@@ -29,7 +29,7 @@ use crate::sleeve::checksum::{PartialHint, complete_checksum};
 use crate::sleeve::connection::{ForwardOutcome, SleeveAction, SleeveConnection, SleeveParams};
 use crate::sleeve::frame::split_sender;
 use crate::sleeve::offload::{
-    Coalescer, GSO_ECN, GSO_TCPV4, GSO_TCPV6, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, segment_tcp4,
+    Coalescer, GSO_ECN, GSO_TCPV4, GSO_TCPV6, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, segment_tcp,
 };
 use crate::sleeve::overlay_switch::{
     OVERLAYS_FEATURE, OverlaySwitch, SwitchEvent, SwitchSetup, negotiate, unwrap_control,
@@ -460,7 +460,7 @@ impl Dataplane {
                         let kind = vnet.gso_type & !GSO_ECN;
                         let cut = (kind == GSO_TCPV4 || kind == GSO_TCPV6)
                             .then(|| {
-                                segment_tcp4(
+                                segment_tcp(
                                     c.frame,
                                     usize::from(vnet.gso_size),
                                     &mut self.segment,

@@ -61,7 +61,7 @@
 //!     ~64 KiB frame; the data-plane threads' share of all CPU samples
 //!     fell from 32 % to 17 %;
 //!   - GSO super-frames taken from the capture and cut in userspace
-//!     ([`crate::sleeve::offload::segment_tcp4`]): 1.07 Gbit/s when the
+//!     ([`crate::sleeve::offload::segment_tcp`]): 1.07 Gbit/s when the
 //!     sending pod's `eth0` has TX checksum offload on (so its TCP uses
 //!     TSO); the capture then reads 64 952-byte frames instead of 1 400.
 //!     A pod attached with TX checksum offload off (as Weave's CNI does

@@ -11,7 +11,7 @@ use super::connection::{SleeveConnection, SleeveParams};
 use super::crypto::{Opener, ReplayWindow, StreamSealer};
 use super::ethernet::{decode, fragment, icmp_frag_needed};
 use super::frame::{NameBytes, frames, split_sender};
-use super::offload::{Coalescer, VNET_HDR_LEN, segment_tcp4};
+use super::offload::{Coalescer, VNET_HDR_LEN, segment_tcp};
 use super::overlay_switch::unwrap_control;
 use crate::mesh::crypto::SessionKey;
 
@@ -176,7 +176,7 @@ pub fn fuzz_offload(data: &[u8]) {
     let mss = usize::from(u16::from_be_bytes(*size));
     let mut scratch = Vec::new();
     let mut segments = Vec::new();
-    if segment_tcp4(frame, mss, &mut scratch, |s| segments.push(s.to_vec())).is_ok() {
+    if segment_tcp(frame, mss, &mut scratch, |s| segments.push(s.to_vec())).is_ok() {
         for s in &segments {
             assert!(
                 s.len() <= frame.len() + 14,

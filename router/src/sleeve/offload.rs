@@ -8,7 +8,7 @@
 //! would otherwise cut into MTU-sized segments) and whether its transport
 //! checksum is still to be computed.
 //!
-//! - Capture: [`segment_tcp4`] cuts a TCP/IPv4 super-frame into segments
+//! - Capture: [`segment_tcp`] cuts a TCP/IPv4 super-frame into segments
 //!   of the size the sender's stack chose (`gso_size`), each a complete
 //!   frame with its own IP and TCP checksums: exactly what the kernel's
 //!   software segmentation would have made, so the sleeve carries
@@ -129,7 +129,7 @@ const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// The header layout of a TCP/IPv4 or TCP/IPv6 frame without VLAN tag
 /// (and, for IPv6, without extension headers).
 #[derive(Debug, Clone, Copy)]
-struct Tcp4 {
+struct TcpFrame {
     /// IPv6 rather than IPv4.
     v6: bool,
     /// IP header bytes.
@@ -140,7 +140,7 @@ struct Tcp4 {
     end: usize,
 }
 
-impl Tcp4 {
+impl TcpFrame {
     fn l4(&self) -> usize {
         ETHERNET_OVERHEAD + self.ihl
     }
@@ -149,7 +149,7 @@ impl Tcp4 {
     }
 }
 
-fn parse_tcp4(frame: &[u8]) -> Option<Tcp4> {
+fn parse_tcp4(frame: &[u8]) -> Option<TcpFrame> {
     let eth = frame.get(..ETHERNET_OVERHEAD)?;
     let ether_type = u16::from_be_bytes([eth[12], eth[13]]);
     if ether_type == ETHERTYPE_IPV6 {
@@ -183,7 +183,7 @@ fn parse_tcp4(frame: &[u8]) -> Option<Tcp4> {
     if thl < 20 || ETHERNET_OVERHEAD + ihl + thl > end {
         return None;
     }
-    Some(Tcp4 {
+    Some(TcpFrame {
         v6: false,
         ihl,
         thl,
@@ -191,7 +191,7 @@ fn parse_tcp4(frame: &[u8]) -> Option<Tcp4> {
     })
 }
 
-fn parse_tcp6(frame: &[u8]) -> Option<Tcp4> {
+fn parse_tcp6(frame: &[u8]) -> Option<TcpFrame> {
     let ip = frame.get(ETHERNET_OVERHEAD..ETHERNET_OVERHEAD + 40)?;
     if ip[0] >> 4 != 6 || ip[6] != IPPROTO_TCP {
         return None;
@@ -207,7 +207,7 @@ fn parse_tcp6(frame: &[u8]) -> Option<Tcp4> {
     if thl < 20 || ETHERNET_OVERHEAD + 40 + thl > end {
         return None;
     }
-    Some(Tcp4 {
+    Some(TcpFrame {
         v6: true,
         ihl: 40,
         thl,
@@ -249,7 +249,7 @@ fn pseudo_sum(frame: &[u8], tcp_len: usize) -> u64 {
 }
 
 /// The running sum of the TCP pseudo header of either family.
-fn pseudo_sum_of(frame: &[u8], h: &Tcp4, tcp_len: usize) -> u64 {
+fn pseudo_sum_of(frame: &[u8], h: &TcpFrame, tcp_len: usize) -> u64 {
     if !h.v6 {
         return pseudo_sum(frame, tcp_len);
     }
@@ -260,7 +260,7 @@ fn pseudo_sum_of(frame: &[u8], h: &Tcp4, tcp_len: usize) -> u64 {
 }
 
 /// Whether a TCP/IPv4 frame's TCP checksum verifies.
-fn tcp_checksum_ok(frame: &[u8], h: &Tcp4) -> bool {
+fn tcp_checksum_ok(frame: &[u8], h: &TcpFrame) -> bool {
     let Some(segment) = frame.get(h.l4()..h.end) else {
         return false;
     };
@@ -275,7 +275,7 @@ fn tcp_checksum_ok(frame: &[u8], h: &Tcp4) -> bool {
 /// TCP checksum. IPv6 with extension headers is not handled.
 /// Each segment is built in `scratch` and handed to `each`; returns how
 /// many there were.
-pub fn segment_tcp4(
+pub fn segment_tcp(
     frame: &[u8],
     mss: usize,
     scratch: &mut Vec<u8>,
@@ -339,7 +339,7 @@ struct Open {
     /// Where the frame (its vnet header first) starts in the buffer.
     start: usize,
     /// Its header layout.
-    h: Tcp4,
+    h: TcpFrame,
     /// Payload bytes of each segment; every merged segment but the last
     /// has exactly this many.
     mss: usize,
@@ -456,7 +456,7 @@ impl Coalescer {
 
     /// A frame that can start a merge: plain TCP/IPv4 with data, ACK as
     /// its only flag, and a verified checksum.
-    fn mergeable_head(frame: &[u8]) -> Option<(Tcp4, usize, u32)> {
+    fn mergeable_head(frame: &[u8]) -> Option<(TcpFrame, usize, u32)> {
         let h = parse_tcp4(frame).filter(|h| !h.v6)?;
         let flags = *frame.get(h.l4() + 13)?;
         if flags != TCP_ACK {
@@ -549,7 +549,7 @@ impl Coalescer {
 /// Whether `seg`'s headers continue the flow of the frame whose headers
 /// are `head`: everything equal but the IP length, ID and checksum, the
 /// sequence number, the flags and the TCP checksum.
-fn same_flow(head: &[u8], seg: &[u8], h: &Tcp4) -> bool {
+fn same_flow(head: &[u8], seg: &[u8], h: &TcpFrame) -> bool {
     let ip = ETHERNET_OVERHEAD;
     let l4 = h.l4();
     let ranges = [
@@ -632,7 +632,7 @@ mod tests {
         put_u16(&mut big, 16, 0);
         let mut segs = Vec::new();
         let mut scratch = Vec::new();
-        let n = segment_tcp4(&big, 1324, &mut scratch, |s| segs.push(s.to_vec())).expect("ok");
+        let n = segment_tcp(&big, 1324, &mut scratch, |s| segs.push(s.to_vec())).expect("ok");
         assert_eq!(n, 8);
         assert_eq!(segs.len(), 8);
         let mut joined = Vec::new();
@@ -743,7 +743,7 @@ mod tests {
         f.extend_from_slice(&data);
         let mut scratch = Vec::new();
         let mut joined = Vec::new();
-        let n = segment_tcp4(&f, 1200, &mut scratch, |s| {
+        let n = segment_tcp(&f, 1200, &mut scratch, |s| {
             let h = parse_tcp4(s).expect("tcp6");
             assert!(h.v6);
             assert_eq!(usize::from(get_u16(s, 18)), s.len() - 54);
@@ -764,17 +764,17 @@ mod tests {
     fn segmenting_rejects_what_it_cannot_cut() {
         let mut scratch = Vec::new();
         assert_eq!(
-            segment_tcp4(&[0; 20], 1000, &mut scratch, |_| {}),
+            segment_tcp(&[0; 20], 1000, &mut scratch, |_| {}),
             Err(SegmentError::NotTcp4)
         );
         let f = tcp_frame(0, 0, TCP_ACK, &payload(100, 0));
         assert_eq!(
-            segment_tcp4(&f, 0, &mut scratch, |_| {}),
+            segment_tcp(&f, 0, &mut scratch, |_| {}),
             Err(SegmentError::ZeroSize)
         );
         // No payload: one segment, the headers.
         let bare = tcp_frame(0, 0, TCP_ACK, &[]);
-        assert_eq!(segment_tcp4(&bare, 1000, &mut scratch, |_| {}), Ok(1));
+        assert_eq!(segment_tcp(&bare, 1000, &mut scratch, |_| {}), Ok(1));
     }
 
     /// Fuzz body: arbitrary frames never panic either function.
@@ -795,7 +795,7 @@ mod tests {
                 f[at] = (x >> (3 * k)) as u8;
             }
             f.truncate(((x >> 40) as usize) % (f.len() + 1));
-            let _ = segment_tcp4(&f, ((x >> 20) % 2000) as usize, &mut scratch, |_| {});
+            let _ = segment_tcp(&f, ((x >> 20) % 2000) as usize, &mut scratch, |_| {});
             c.push(&f);
             if c.len() > 100 {
                 c.clear();
