@@ -18,7 +18,7 @@ use anyhow::{Context, Result, ensure};
 use weave_router::net::firewall::iptables::Variant;
 use weave_tests::{Host, Lab, wait_for};
 
-use common::{ROUTER, start, with_logs};
+use common::{ROUTER, reset_removes_bridge, start, with_logs};
 
 const EXPOSED: &str = "10.32.0.1/12";
 const CONTAINER_IP: &str = "10.32.0.5";
@@ -312,9 +312,7 @@ fn expose_in(variant: Variant) -> Result<()> {
 
     // reset: no rule or chain of ours in either variant, the host's stay,
     // and the bridge (with its address) is gone.
-    let out = host.run(&[ROUTER, "reset"])?.stdout;
-    ensure!(out.contains("removed weave"), "{out}");
-    ensure!(host.run(&["ip", "link", "show", "weave"]).is_err());
+    reset_removes_bridge(host)?;
     for v in Variant::ALL {
         let listing = save(host, v)?;
         ensure!(

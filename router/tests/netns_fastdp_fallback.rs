@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use weave_tests::{Lab, wait_for};
 
-use common::{ROUTER, http, report, start, with_logs};
+use common::{ROUTER, http, report, reset_removes_bridge, start, with_logs};
 
 #[test]
 fn netns_fastdp_unavailable_falls_back_to_bridge_and_says_why() -> Result<()> {
@@ -56,9 +56,7 @@ fn netns_fastdp_unavailable_falls_back_to_bridge_and_says_why() -> Result<()> {
     router.stop(Duration::from_secs(10))?;
 
     // reset removes the bridge and its veths; a second run finds nothing.
-    let out = host.run(&[ROUTER, "reset"])?.stdout;
-    ensure!(out.contains("removed weave"), "{out}");
-    ensure!(host.run(&["ip", "link", "show", "weave"]).is_err());
+    reset_removes_bridge(host)?;
     ensure!(host.run(&["ip", "link", "show", "vethwe-pcap"]).is_err());
     let again = host.run(&[ROUTER, "reset"])?.stdout;
     ensure!(!again.contains("removed"), "{again}");

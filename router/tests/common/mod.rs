@@ -94,3 +94,15 @@ pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// Runs `weave-router reset` on `host` and checks that it removed the
+/// `weave` bridge, which is then gone; returns reset's output.
+pub fn reset_removes_bridge(host: &Host) -> Result<String> {
+    let out = host.run(&[ROUTER, "reset"])?.stdout;
+    anyhow::ensure!(out.contains("removed weave"), "{out}");
+    anyhow::ensure!(
+        host.run(&["ip", "link", "show", "weave"]).is_err(),
+        "the weave bridge is still there after reset"
+    );
+    Ok(out)
+}
