@@ -151,9 +151,9 @@ pub fn add(
                 .map_err(|e| CniError::new(Code::Kernel, e.to_string()))?;
             if kind == BridgeKind::Linux {
                 rtnl.set_master(host.index, bridge.index).map_err(kernel)?;
-            }
-            if kind == BridgeKind::Linux && conf.hairpin_mode {
-                rtnl.set_hairpin(host.index, true).map_err(kernel)?;
+                if conf.hairpin_mode {
+                    rtnl.set_hairpin(host.index, true).map_err(kernel)?;
+                }
             }
             rtnl.set_up(host.index).map_err(kernel)
         })();
