@@ -101,22 +101,26 @@ fn run_target(target: &Target, seconds: u64, sanitizer: &str) -> Result<()> {
         "fuzz: {} for {seconds}s (sanitizer {sanitizer})",
         target.label()
     );
-    let target_dir = crate::target_dir().join("fuzz");
-    let status = Command::new("cargo")
-        .args(["fuzz", "run", "--fuzz-dir", "fuzz", "--debug-assertions"])
-        .args(["--sanitizer", sanitizer, &target.name])
-        .arg("--target-dir")
-        .arg(&target_dir)
+    // Build first, so that a failed build (a compile error, a full disk) is
+    // not reported as a crash: only `run` can find a crashing input.
+    let built = fuzz_command(target, "build", sanitizer)
+        .status()
+        .context("starting cargo fuzz build")?;
+    if !built.success() {
+        bail!(
+            "building fuzz target {} failed ({built}); no input ran, the compiler's error is above",
+            target.label()
+        );
+    }
+    let status = fuzz_command(target, "run", sanitizer)
         .args([
             "--",
             &format!("-max_total_time={seconds}"),
             "-rss_limit_mb=2048",
             "-print_final_stats=1",
         ])
-        .current_dir(&target.crate_dir)
-        .env("RUSTC_BOOTSTRAP", "1")
         .status()
-        .context("starting cargo fuzz")?;
+        .context("starting cargo fuzz run")?;
     if !status.success() {
         bail!(
             "fuzz target {} failed ({status}); the crashing input is under {}/fuzz/artifacts/{}",
@@ -126,6 +130,20 @@ fn run_target(target: &Target, seconds: u64, sanitizer: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `cargo fuzz <verb>` for `target` with the project's build options; the
+/// same options for `build` and `run` so that `run` reuses the build.
+fn fuzz_command(target: &Target, verb: &str, sanitizer: &str) -> Command {
+    let mut command = Command::new("cargo");
+    command
+        .args(["fuzz", verb, "--fuzz-dir", "fuzz", "--debug-assertions"])
+        .args(["--sanitizer", sanitizer, &target.name])
+        .arg("--target-dir")
+        .arg(crate::target_dir().join("fuzz"))
+        .current_dir(&target.crate_dir)
+        .env("RUSTC_BOOTSTRAP", "1");
+    command
 }
 
 /// All fuzz targets of the workspace.

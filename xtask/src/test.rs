@@ -97,6 +97,10 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         }
     }
     let wanted = |name: &str| args.stages.is_empty() || args.stages.iter().any(|s| s == name);
+    let builds = ["clippy", "unit", "fuzz", "netns", "vm", "lab"];
+    if builds.iter().any(|stage| wanted(stage)) {
+        check_free_space()?;
+    }
     let targets = test_targets()?;
     let mut results = Vec::new();
     let mut tools: Option<Result<VmTools>> = None;
@@ -199,6 +203,54 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Free space a full run may need on the target directory's file system:
+/// a fresh clone's run wrote about 7 GiB there (builds, fuzz builds, the
+/// VM's kernel and packages).
+const NEEDED_GIB: u64 = 8;
+
+/// Fails before any stage when the target directory's file system has too
+/// little room, so that a full disk is reported as that and not as a dozen
+/// compiler and fuzzer errors.
+fn check_free_space() -> Result<()> {
+    let target = crate::target_dir();
+    let mut probe = target.as_path();
+    while !probe.exists() {
+        match probe.parent() {
+            Some(parent) => probe = parent,
+            None => break,
+        }
+    }
+    let path = probe.to_string_lossy();
+    let Ok(report) = crate::shell::output("df", &["-Pk", &path]) else {
+        eprintln!("xtask: could not ask df for the free space under {path}; going on");
+        return Ok(());
+    };
+    let Some(free_kib) = df_available_kib(&report) else {
+        eprintln!("xtask: could not read df's report for {path}; going on");
+        return Ok(());
+    };
+    let free_gib = free_kib / (1024 * 1024);
+    println!("disk: {free_gib} GiB free under {path}");
+    if free_gib < NEEDED_GIB {
+        bail!(
+            "only {free_gib} GiB free under {path}; a full test run needs about {NEEDED_GIB} GiB \
+             (free some, e.g. old build directories under target/, and run again)"
+        );
+    }
+    Ok(())
+}
+
+/// The "Available" column (KiB) of `df -Pk`'s one data line.
+fn df_available_kib(report: &str) -> Option<u64> {
+    report
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
 }
 
 fn banner(stage: &str) {
@@ -437,7 +489,16 @@ fn vm_stage(tools: &VmTools, targets: &Targets, memory: &str) -> Result<Counts> 
 
 #[cfg(test)]
 mod tests {
-    use super::Counts;
+    use super::{Counts, df_available_kib};
+
+    #[test]
+    fn free_space_comes_from_dfs_available_column() {
+        let report = "Filesystem 1024-blocks Used Available Capacity Mounted on\n\
+                      /dev/vda 264140800 46137344 50331648 48% /\n";
+        assert_eq!(df_available_kib(report), Some(50_331_648));
+        assert_eq!(df_available_kib("Filesystem\n"), None);
+        assert_eq!(df_available_kib(""), None);
+    }
 
     #[test]
     fn counts_come_from_libtest_result_lines() {
