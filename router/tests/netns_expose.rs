@@ -170,11 +170,7 @@ fn expose_in(variant: Variant) -> Result<()> {
     let (host, far) = (lab.host(0), lab.host(1));
     // The host's own rules, Docker style, in `variant` only.
     let cmd = ipt(variant);
-    for port in ["9001", "9002", "9003"] {
-        host.run(&[
-            &cmd, "-A", "INPUT", "-p", "tcp", "--dport", port, "-j", "ACCEPT",
-        ])?;
-    }
+    host.accept_input_ports(&cmd, &[9001, 9002, 9003])?;
     host.run(&[&cmd, "-P", "FORWARD", "DROP"])?;
     host.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
 
@@ -341,19 +337,7 @@ fn netns_expose_with_iptables_nft() -> Result<()> {
 fn netns_iptables_backend_flag_overrides_detection() -> Result<()> {
     let lab = Lab::new(1)?;
     let host = lab.host(0);
-    for port in ["9001", "9002"] {
-        host.run(&[
-            "iptables-nft",
-            "-A",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            port,
-            "-j",
-            "ACCEPT",
-        ])?;
-    }
+    host.accept_input_ports("iptables-nft", &[9001, 9002])?;
     let mut router = start(host, &["--no-fastdp", "--iptables-backend", "legacy"], &[])?;
     let checked = (|| -> Result<()> {
         let firewall = installed(host)?;

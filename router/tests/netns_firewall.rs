@@ -189,31 +189,8 @@ fn netns_setup_forgets_subnets_no_longer_exposed() -> Result<()> {
 fn netns_detection_follows_where_the_host_rules_are() -> Result<()> {
     let lab = Lab::new(2)?;
     let (legacy_host, nft_host) = (lab.host(0), lab.host(1));
-    for i in 0..3 {
-        let port = (8000 + i).to_string();
-        legacy_host.run(&[
-            "iptables-legacy",
-            "-A",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            &port,
-            "-j",
-            "ACCEPT",
-        ])?;
-        nft_host.run(&[
-            "iptables-nft",
-            "-A",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            &port,
-            "-j",
-            "ACCEPT",
-        ])?;
-    }
+    legacy_host.accept_input_ports("iptables-legacy", &[8000, 8001, 8002])?;
+    nft_host.accept_input_ports("iptables-nft", &[8000, 8001, 8002])?;
     // Weave's own rules in the other variant do not outvote the host's.
     legacy_host.run(&["iptables-nft", "-t", "nat", "-N", "WEAVE"])?;
     for i in 0..5 {

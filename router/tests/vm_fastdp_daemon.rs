@@ -354,26 +354,39 @@ fn tcp_transfer(lab: &Lab, a: &Container, b: &Container, mib: usize) -> Result<f
 /// "message too long" (its interface has the weave MTU, as CNI sets it)
 /// and never leaves the container.
 fn check_mtu(a: &Container, b: &Container) -> Result<()> {
-    let fits = (MTU - 28).to_string();
-    let over = (MTU - 27).to_string();
+    let text = df_ping_edge(a, b, MTU)?;
+    ensure!(
+        (text.contains("too long") || text.contains("Frag needed"))
+            && text.contains(&MTU.to_string()),
+        "a DF ping of {} bytes was not refused with the MTU: {text}",
+        MTU + 1
+    );
+    Ok(())
+}
+
+/// Sends `a` → `b` one DF ping of exactly `mtu` bytes (IP packet size),
+/// which must pass, and one of `mtu + 1`, which must fail; returns what
+/// ping printed for the second, for the caller to check the reason.
+fn df_ping_edge(a: &Container, b: &Container, mtu: u32) -> Result<String> {
+    // ICMP echo payload = IP packet - 20 (IPv4 header) - 8 (ICMP header).
+    let fits = (mtu - 28).to_string();
+    let over = (mtu - 27).to_string();
     let dst = b.ip.to_string();
     let ok = a.output(&["ping", "-M", "do", "-c1", "-W2", "-s", &fits, &dst])?;
     ensure!(
         ok.status.success(),
-        "a DF ping of {MTU} bytes failed: {}{}",
+        "a DF ping of exactly {mtu} bytes failed: {}{}",
         ok.stdout,
         ok.stderr
     );
     let big = a.output(&["ping", "-M", "do", "-c1", "-W2", "-s", &over, &dst])?;
     let text = format!("{}{}", big.stdout, big.stderr);
     ensure!(
-        !big.status.success()
-            && (text.contains("too long") || text.contains("Frag needed"))
-            && text.contains(&MTU.to_string()),
-        "a DF ping of {} bytes was not refused with the MTU: {text}",
-        MTU + 1
+        !big.status.success(),
+        "a DF ping of {} bytes passed a path of {mtu}: {text}",
+        mtu + 1
     );
-    Ok(())
+    Ok(text)
 }
 
 /// VXLAN over IPv4: outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet
@@ -416,25 +429,13 @@ fn check_path_mtu(ah: &Host, bh: &Host, a: &Container, b: &Container) -> Result<
         &NARROW_UNDERLAY.to_string(),
     ])?;
     let result = (|| -> Result<()> {
-        let dst = b.ip.to_string();
-        let fits = (path - 28).to_string();
-        let over = (path - 27).to_string();
-        let ok = a.output(&["ping", "-M", "do", "-c1", "-W2", "-s", &fits, &dst])?;
+        let text = df_ping_edge(a, b, path)?;
         ensure!(
-            ok.status.success(),
-            "a DF ping of exactly the path MTU ({path} bytes) failed: {}{}",
-            ok.stdout,
-            ok.stderr
-        );
-        let big = a.output(&["ping", "-M", "do", "-c1", "-W2", "-s", &over, &dst])?;
-        let text = format!("{}{}", big.stdout, big.stderr);
-        ensure!(
-            !big.status.success()
-                && text.contains("Frag needed")
-                && text.contains(&format!("mtu = {path}")),
+            text.contains("Frag needed") && text.contains(&format!("mtu = {path}")),
             "a DF ping of {} bytes (path MTU {path}) got no ICMP fragmentation-needed: {text}",
             path + 1
         );
+        let dst = b.ip.to_string();
         // The sender's kernel took the ICMP in: it now knows the path MTU
         // to that destination and refuses the next big DF ping itself.
         let learnt = a.run(&["ip", "route", "get", &dst])?.stdout;

@@ -261,6 +261,20 @@ impl Host {
         self.netns.run(argv)
     }
 
+    /// Gives this host firewall rules of its own, as a host with a
+    /// firewall has before any router starts: one `INPUT … --dport <port>
+    /// -j ACCEPT` rule per port, written with `iptables` (a program name
+    /// such as `iptables-nft`, which picks the variant that holds them).
+    pub fn accept_input_ports(&self, iptables: &str, ports: &[u16]) -> Result<()> {
+        for port in ports {
+            let port = port.to_string();
+            self.run(&[
+                iptables, "-A", "INPUT", "-p", "tcp", "--dport", &port, "-j", "ACCEPT",
+            ])?;
+        }
+        Ok(())
+    }
+
     /// Starts `argv` in the background on this host; its output goes to
     /// `<lab dir>/h<index>-<name>.log`. It is stopped when the returned
     /// [`Process`] is dropped, and killed with the lab in any case.
