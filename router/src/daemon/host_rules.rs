@@ -5,7 +5,8 @@
 //! iptables variant (the operator's `--iptables-backend`, else the one the
 //! host's own rules live in), puts Weave's rules in place and exposes again
 //! the subnets the bridge still has addresses in (they outlive a router
-//! restart). The HTTP API then exposes and hides subnets through it.
+//! restart), all in one `iptables-save` and at most one `iptables-restore`
+//! ([`Firewall::install`]). The HTTP API then exposes and hides subnets through it.
 //! Like Weave, it plants empty `WEAVE-CANARY` chains and looks every ten
 //! seconds whether they are still there: when a firewall service reloads
 //! the tables, they vanish with our rules, and everything is put back.
@@ -28,8 +29,8 @@ use tracing::{info, warn};
 
 use super::config::Options;
 use crate::net::expose::{self, ExposeError};
-use crate::net::firewall::Firewall;
 use crate::net::firewall::rules::{CANARY_CHAIN, FirewallConfig};
+use crate::net::firewall::{Exposure, Firewall};
 use crate::net::rtnl::{Rtnl, RtnlError};
 
 /// Why the host rules could not be set up as configured.
@@ -224,8 +225,8 @@ impl HostRules {
 
     /// Chooses the variant and sets the rules up (see the module doc). A
     /// host without a working iptables is logged and reported, not an
-    /// error. Slow where commands are slow (tens of seconds in an emulated
-    /// VM), so the daemon runs it in the background.
+    /// error. Slow where commands are slow (seconds in an emulated VM), so
+    /// the daemon runs it in the background.
     pub fn install(&self) {
         let no_nat = self.work();
         let chosen = match self.backend {
@@ -261,11 +262,14 @@ impl HostRules {
         let result = (|| -> Result<Vec<Ipv4Net>, ExposeError> {
             let mut rtnl = Rtnl::open()?;
             let exposed = expose::exposed(&mut rtnl, &self.config.bridge)?;
-            firewall.setup(&self.config, &[])?;
-            for net in &exposed {
-                firewall.expose(&self.config, *net, no_nat.contains(&net.trunc()))?;
-            }
-            firewall.plant_canaries()?;
+            let exposures: Vec<Exposure> = exposed
+                .iter()
+                .map(|net| Exposure {
+                    subnet: *net,
+                    skip_nat: no_nat.contains(&net.trunc()),
+                })
+                .collect();
+            firewall.install(&self.config, &exposures, true)?;
             Ok(exposed)
         })();
         let problem = match result {

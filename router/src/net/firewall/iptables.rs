@@ -1,10 +1,18 @@
 //! Carrying out the rules with the iptables commands, in the variant
 //! (legacy or nft) the host uses.
+//!
+//! Every command is a process, and a process is dear where iptables is
+//! slow (about a second each in an emulated VM): [`Iptables`] counts the
+//! ones it starts ([`Iptables::spawned`]), and the router's set-up reads
+//! the tables with one `iptables-save` and changes them with one
+//! `iptables-restore --noflush` ([`Iptables::restore`]).
 
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::rules::{Chain, Rule, Table};
 
@@ -70,6 +78,57 @@ pub enum IptablesError {
     /// Neither the variant's command nor a matching `iptables` exists.
     #[error("no {0} command on this host")]
     Missing(Variant),
+    /// `iptables-restore` refused its input (nothing of the table being
+    /// committed when it failed changed).
+    #[error("{}", restore_message(.command, *.code, *.line, .input_line.as_deref(), .stderr))]
+    Restore {
+        /// The command line.
+        command: String,
+        /// Its exit code.
+        code: Option<i32>,
+        /// The 1-based line of the input it failed at, when it said
+        /// (iptables-nft names the table's `COMMIT` when the kernel refused
+        /// the table as a whole).
+        line: Option<usize>,
+        /// That line of the input.
+        input_line: Option<String>,
+        /// What it said.
+        stderr: String,
+    },
+}
+
+fn restore_message(
+    command: &str,
+    code: Option<i32>,
+    line: Option<usize>,
+    input_line: Option<&str>,
+    stderr: &str,
+) -> String {
+    let mut text = format!("{command} exited with {code:?}");
+    if let Some(line) = line {
+        text.push_str(&format!(" at input line {line}"));
+        if let Some(input) = input_line {
+            text.push_str(&format!(" ({input:?})"));
+        }
+    }
+    text.push_str(": ");
+    text.push_str(stderr);
+    text
+}
+
+/// The input line an `iptables-restore` error names: `Error occurred at
+/// line: 7` or `line 7 failed`.
+pub fn restore_error_line(stderr: &str) -> Option<usize> {
+    for marker in ["line: ", "line "] {
+        for (at, _) in stderr.match_indices(marker) {
+            let rest = stderr.get(at + marker.len()..).unwrap_or("");
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if let Ok(line) = digits.parse() {
+                return Some(line);
+            }
+        }
+    }
+    None
 }
 
 /// Finds `program` in `PATH`.
@@ -96,13 +155,28 @@ struct Ran {
     stderr: String,
 }
 
-/// The iptables commands of one variant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The iptables commands of one variant. Clones share the count of
+/// processes started.
+#[derive(Debug, Clone)]
 pub struct Iptables {
     variant: Variant,
     program: String,
     save_program: String,
+    /// `iptables-restore` of the same variant, when installed.
+    restore_program: Option<String>,
+    spawned: Arc<AtomicUsize>,
 }
+
+impl PartialEq for Iptables {
+    fn eq(&self, other: &Iptables) -> bool {
+        self.variant == other.variant
+            && self.program == other.program
+            && self.save_program == other.save_program
+            && self.restore_program == other.restore_program
+    }
+}
+
+impl Eq for Iptables {}
 
 /// Exit status of `iptables -C` for "no such rule".
 const EXIT_NOT_FOUND: i32 = 1;
@@ -113,24 +187,38 @@ impl Iptables {
     pub fn new(variant: Variant) -> Result<Iptables, IptablesError> {
         let program = format!("iptables-{}", variant.suffix());
         let save = format!("iptables-{}-save", variant.suffix());
+        let restore = format!("iptables-{}-restore", variant.suffix());
+        let made = |program: String, save: String, restore: String| Iptables {
+            variant,
+            program,
+            save_program: save,
+            restore_program: find_program(&restore).map(|_| restore),
+            spawned: Arc::new(AtomicUsize::new(0)),
+        };
         if find_program(&program).is_some() && find_program(&save).is_some() {
-            return Ok(Iptables {
-                variant,
-                program,
-                save_program: save,
-            });
+            return Ok(made(program, save, restore));
         }
         if find_program("iptables").is_some()
             && find_program("iptables-save").is_some()
             && default_variant() == Some(variant)
         {
-            return Ok(Iptables {
-                variant,
-                program: "iptables".into(),
-                save_program: "iptables-save".into(),
-            });
+            return Ok(made(
+                "iptables".into(),
+                "iptables-save".into(),
+                "iptables-restore".into(),
+            ));
         }
         Err(IptablesError::Missing(variant))
+    }
+
+    /// How many processes these commands (and their clones) have started.
+    pub fn spawned(&self) -> usize {
+        self.spawned.load(Ordering::Relaxed)
+    }
+
+    /// Whether an `iptables-restore` of the variant is installed.
+    pub fn can_restore(&self) -> bool {
+        self.restore_program.is_some()
     }
 
     /// The variant driven.
@@ -139,6 +227,7 @@ impl Iptables {
     }
 
     fn run_program(&self, program: &str, args: &[&str]) -> Result<Ran, IptablesError> {
+        self.spawned.fetch_add(1, Ordering::Relaxed);
         let out = Command::new(program)
             .args(args)
             .output()
@@ -194,6 +283,76 @@ impl Iptables {
                 stderr: ran.stderr,
             })
         }
+    }
+
+    /// Feeds `input` to `iptables-restore -w --noflush`: the tables it
+    /// names change, each at its `COMMIT` and all at once, and nothing else
+    /// is touched. An `iptables-restore` too old for `-w` is run again
+    /// without it.
+    pub fn restore(&self, input: &str) -> Result<(), IptablesError> {
+        let program = self
+            .restore_program
+            .as_deref()
+            .ok_or(IptablesError::Missing(self.variant))?;
+        let mut args = vec!["-w", "--noflush"];
+        let mut ran = self.run_with_input(program, &args, input)?;
+        if ran.code != Some(0)
+            && (ran.stderr.contains("unrecognized option") || ran.stderr.contains("invalid option"))
+        {
+            args.remove(0);
+            ran = self.run_with_input(program, &args, input)?;
+        }
+        if ran.code == Some(0) {
+            return Ok(());
+        }
+        let line = restore_error_line(&ran.stderr);
+        Err(IptablesError::Restore {
+            command: format!("{program} {}", args.join(" ")),
+            code: ran.code,
+            line,
+            input_line: line
+                .and_then(|n| input.lines().nth(n.checked_sub(1)?))
+                .map(str::to_string),
+            stderr: ran.stderr,
+        })
+    }
+
+    /// Runs `program` with `input` on its standard input.
+    fn run_with_input(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: &str,
+    ) -> Result<Ran, IptablesError> {
+        self.spawned.fetch_add(1, Ordering::Relaxed);
+        let spawn_error = |source| IptablesError::Spawn {
+            command: format!("{program} {}", args.join(" ")),
+            source,
+        };
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_error)?;
+        let stdin = child.stdin.take();
+        let out = std::thread::scope(|scope| {
+            if let Some(mut stdin) = stdin {
+                // A command that stops reading early (it failed) closes the
+                // pipe; its exit status tells what happened.
+                scope.spawn(move || {
+                    let _ = stdin.write_all(input.as_bytes());
+                });
+            }
+            child.wait_with_output()
+        })
+        .map_err(spawn_error)?;
+        Ok(Ran {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 
     /// The chains of `table`.
@@ -384,5 +543,31 @@ mod tests {
         assert_eq!(parse_version("iptables v1.6.1\n"), Some(Variant::Legacy));
         assert_eq!(parse_version(""), None);
         assert_eq!(parse_version("bash: iptables: not found"), None);
+    }
+
+    #[test]
+    fn restore_errors_name_the_input_line() {
+        assert_eq!(
+            restore_error_line(
+                "iptables-restore v1.8.9 (legacy): Couldn't load target `NOPE'\n\nError occurred at line: 7\nTry `iptables-restore -h'"
+            ),
+            Some(7)
+        );
+        assert_eq!(
+            restore_error_line("iptables-restore: line 12 failed"),
+            Some(12)
+        );
+        assert_eq!(restore_error_line("no line here"), None);
+        let error = IptablesError::Restore {
+            command: "iptables-nft-restore -w --noflush".into(),
+            code: Some(2),
+            line: Some(3),
+            input_line: Some("-A WEAVE -j NOPE".into()),
+            stderr: "Chain 'NOPE' does not exist".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "iptables-nft-restore -w --noflush exited with Some(2) at input line 3 (\"-A WEAVE -j NOPE\"): Chain 'NOPE' does not exist"
+        );
     }
 }

@@ -18,18 +18,46 @@
 //! either's `reset` cleans up after the other.
 //!
 //! Rule generation ([`rules`]) is pure; [`Firewall`] applies it
-//! idempotently: chains are created when missing, rules appended only when
-//! absent, the FORWARD block re-inserted only when one of its rules is
-//! missing.
+//! idempotently: the chains the router owns are rewritten whole, other
+//! chains created when missing, rules in built-in chains appended only when
+//! absent, the FORWARD block put back on top only when it is not there,
+//! whole and in order.
+//!
+//! # A handful of processes
+//!
+//! Each iptables command is a process, and where iptables is slow (about a
+//! second each in an emulated VM) a rule-by-rule set-up, a check and an
+//! append per rule, took over half a minute. [`Firewall::install`] instead
+//! reads every table with one `iptables-save`, works out from that listing
+//! alone what must change ([`plan`]), and makes every change with one
+//! `iptables-restore --noflush` in the same variant. Each table's part of
+//! a restore is committed at once, so an owned chain is emptied and
+//! refilled with no moment in between where it is empty, and chains and
+//! rules not named in the input stay as they are. When everything is in
+//! place already, the restore is skipped. A rule the listing cannot settle
+//! (spelled differently by some iptables version) goes through the old
+//! per-rule path, `iptables -C` then `-A`; so does everything when the
+//! variant has no `iptables-restore`. Exposing and hiding one subnet at
+//! run time stays per rule: a few rules, a few processes.
+//!
+//! The listing can be stale by the time the restore runs, when another
+//! program changes the tables in between (the daemon serialises its own
+//! changes). The restore deletes FORWARD rules by their spec, never by
+//! position, so a rule added meanwhile by someone else is not hit; a rule
+//! of ours deleted meanwhile makes the restore fail, reported as an error,
+//! and the next set-up puts things right.
 
 pub mod detect;
 pub mod iptables;
+pub mod plan;
 pub mod rules;
+pub mod saved;
 
 use ipnet::Ipv4Net;
 
 use self::iptables::{Iptables, IptablesError, Variant};
-use self::rules::{FirewallConfig, Table, expose_rules, host_rules, teardown};
+use self::rules::{FirewallConfig, Rule, Table, expose_rules, host_rules, teardown};
+use self::saved::{Saved, SavedError};
 
 /// Why the firewall could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +68,24 @@ pub enum FirewallError {
     /// An iptables command failed.
     #[error(transparent)]
     Iptables(#[from] IptablesError),
+    /// The `iptables-save` listing could not be read.
+    #[error("reading the {variant} listing: {source}")]
+    Listing {
+        /// The variant listed.
+        variant: Variant,
+        /// What is wrong with it.
+        #[source]
+        source: SavedError,
+    },
+}
+
+/// A subnet to expose at set-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exposure {
+    /// The bridge's address and prefix.
+    pub subnet: Ipv4Net,
+    /// Whether to leave the masquerading out.
+    pub skip_nat: bool,
 }
 
 /// The router's host rules, in one iptables variant.
@@ -90,9 +136,76 @@ impl Firewall {
 
     /// Sets the rules up at router start: empties the chains of exposed
     /// subnets, puts every rule in place, then exposes `exposed` again (the
-    /// bridge's addresses, which survive a router restart). Running it again
-    /// leaves one copy of everything.
+    /// bridge's addresses, which survive a router restart), masqueraded.
+    /// Running it again leaves one copy of everything. See
+    /// [`install`](Self::install).
     pub fn setup(&self, config: &FirewallConfig, exposed: &[Ipv4Net]) -> Result<(), FirewallError> {
+        let exposures: Vec<Exposure> = exposed
+            .iter()
+            .map(|&subnet| Exposure {
+                subnet,
+                skip_nat: false,
+            })
+            .collect();
+        self.install(config, &exposures, false)
+    }
+
+    /// [`setup`](Self::setup) with the masquerading chosen per subnet, and,
+    /// when `canaries`, the canary chains planted too (see
+    /// [`plant_canaries`](Self::plant_canaries)). One `iptables-save` and at
+    /// most one `iptables-restore` (see the module doc).
+    pub fn install(
+        &self,
+        config: &FirewallConfig,
+        exposed: &[Exposure],
+        canaries: bool,
+    ) -> Result<(), FirewallError> {
+        if !self.ipt.can_restore() {
+            self.setup_per_rule(config, exposed)?;
+            if canaries {
+                self.plant_canaries()?;
+            }
+            return Ok(());
+        }
+        let set = host_rules(config);
+        let extra: Vec<Rule> = exposed
+            .iter()
+            .flat_map(|e| expose_rules(e.subnet, e.skip_nat, config.npc))
+            .collect();
+        let canary_chains: Vec<rules::Chain> = if canaries {
+            CANARY_TABLES
+                .iter()
+                .map(|&t| rules::Chain::new(t, rules::CANARY_CHAIN))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let listing = self.ipt.save(None)?;
+        let saved = Saved::parse(&listing).map_err(|source| FirewallError::Listing {
+            variant: self.variant(),
+            source,
+        })?;
+        let plan = plan::plan(&set, &extra, &canary_chains, &saved);
+        if !plan.input.is_empty() {
+            self.ipt.restore(&plan.input)?;
+        }
+        for rule in &plan.unsure {
+            self.ipt.append_unique(rule)?;
+        }
+        if plan.forward_unsure {
+            self.ipt
+                .ensure_at_top(Table::Filter, "FORWARD", &set.forward_top)?;
+        }
+        Ok(())
+    }
+
+    /// The set-up one command per check and per change, for a variant
+    /// without `iptables-restore`.
+    fn setup_per_rule(
+        &self,
+        config: &FirewallConfig,
+        exposed: &[Exposure],
+    ) -> Result<(), FirewallError> {
         let set = host_rules(config);
         for chain in &set.flushed_at_start {
             self.ipt.clear_chain(chain)?;
@@ -105,8 +218,8 @@ impl Firewall {
         }
         self.ipt
             .ensure_at_top(Table::Filter, "FORWARD", &set.forward_top)?;
-        for subnet in exposed {
-            self.expose(config, *subnet, false)?;
+        for e in exposed {
+            self.expose(config, e.subnet, e.skip_nat)?;
         }
         Ok(())
     }

@@ -16,6 +16,14 @@
 //!   control port, only local processes may reach it on 127.0.0.1.
 //! - nat/POSTROUTING jumps to nat/WEAVE, which holds the masquerading of
 //!   exposed subnets; filter/WEAVE-EXPOSE accepts forwarded traffic to them.
+//!
+//! Every spec is written the way `iptables-save` prints the rule: the
+//! addresses, interfaces and protocol first, in the order `-s`, `-d`, `-i`,
+//! `-o`, `-p`; the match a port option needs named (`-p tcp -m tcp
+//! --dport`); addresses with their prefix length; the comment the last
+//! match. Set-up compares these specs word by word with the listing (see
+//! [`plan`](super::plan)), and the netns tests check them against real
+//! listings of both variants.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -210,7 +218,7 @@ pub fn host_rules(config: &FirewallConfig) -> RuleSet {
                 Table::Filter,
                 "INPUT",
                 &[
-                    "-i", db, "-p", proto, "-d", &dst, "--dport", port, "-j", "DROP",
+                    "-d", &dst, "-i", db, "-p", proto, "-m", proto, "--dport", port, "-j", "DROP",
                 ],
             ));
         }
@@ -218,7 +226,9 @@ pub fn host_rules(config: &FirewallConfig) -> RuleSet {
             set.appended.push(Rule::new(
                 Table::Filter,
                 "INPUT",
-                &["-i", db, "-p", proto, "--dport", "53", "-j", "ACCEPT"],
+                &[
+                    "-i", db, "-p", proto, "-m", proto, "--dport", "53", "-j", "ACCEPT",
+                ],
             ));
         }
     }
@@ -230,6 +240,8 @@ pub fn host_rules(config: &FirewallConfig) -> RuleSet {
                 "-d",
                 "127.0.0.1/32",
                 "-p",
+                "tcp",
+                "-m",
                 "tcp",
                 "--dport",
                 &control.to_string(),
@@ -452,12 +464,12 @@ mod tests {
         assert_eq!(
             appended,
             [
-                "-t filter -A INPUT -i docker0 -p tcp -d 172.17.0.1/32 --dport 6783 -j DROP",
-                "-t filter -A INPUT -i docker0 -p udp -d 172.17.0.1/32 --dport 6783 -j DROP",
-                "-t filter -A INPUT -i docker0 -p udp -d 172.17.0.1/32 --dport 6784 -j DROP",
-                "-t filter -A INPUT -i docker0 -p udp --dport 53 -j ACCEPT",
-                "-t filter -A INPUT -i docker0 -p tcp --dport 53 -j ACCEPT",
-                "-t filter -A INPUT -d 127.0.0.1/32 -p tcp --dport 6784 -m addrtype ! --src-type LOCAL -m conntrack ! --ctstate RELATED,ESTABLISHED -m comment --comment Block non-local access to Weave Net control port -j DROP",
+                "-t filter -A INPUT -d 172.17.0.1/32 -i docker0 -p tcp -m tcp --dport 6783 -j DROP",
+                "-t filter -A INPUT -d 172.17.0.1/32 -i docker0 -p udp -m udp --dport 6783 -j DROP",
+                "-t filter -A INPUT -d 172.17.0.1/32 -i docker0 -p udp -m udp --dport 6784 -j DROP",
+                "-t filter -A INPUT -i docker0 -p udp -m udp --dport 53 -j ACCEPT",
+                "-t filter -A INPUT -i docker0 -p tcp -m tcp --dport 53 -j ACCEPT",
+                "-t filter -A INPUT -d 127.0.0.1/32 -p tcp -m tcp --dport 6784 -m addrtype ! --src-type LOCAL -m conntrack ! --ctstate RELATED,ESTABLISHED -m comment --comment Block non-local access to Weave Net control port -j DROP",
                 "-t nat -A POSTROUTING -j WEAVE",
             ]
         );
