@@ -193,14 +193,24 @@ pub fn join_words<S: AsRef<str>>(words: &[S]) -> String {
         .join(" ")
 }
 
-/// Fuzz target body: reads `data` as a listing; any input parses or fails
-/// with an error, never a panic.
+/// Fuzz target body: reads `data` as a listing and plans the router's
+/// set-up against it; any input parses or fails with an error, and the
+/// plan is made, never a panic.
 pub fn fuzz_parse(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Ok(saved) = Saved::parse(&text) {
         for table in [Table::Filter, Table::Nat, Table::Mangle] {
             let _ = saved.rules_of(table, "FORWARD");
         }
+        let mut config = super::rules::FirewallConfig::new("weave");
+        config.control_port = Some(6784);
+        let set = super::rules::host_rules(&config);
+        let exposed = super::rules::expose_rules(
+            ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 32, 0, 1), 12).unwrap_or_default(),
+            false,
+            config.npc,
+        );
+        let _ = super::plan::plan(&set, &exposed, &[], &saved);
     }
 }
 
