@@ -29,7 +29,7 @@ use crate::sleeve::checksum::{PartialHint, complete_checksum};
 use crate::sleeve::connection::{ForwardOutcome, SleeveAction, SleeveConnection, SleeveParams};
 use crate::sleeve::frame::split_sender;
 use crate::sleeve::offload::{
-    Coalescer, GSO_ECN, GSO_TCPV4, GSO_TCPV6, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, segment_tcp,
+    Coalescer, GSO_ECN, GSO_TCPV4, GSO_TCPV6, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, segment_tcp_parts,
 };
 use crate::sleeve::overlay_switch::{
     OVERLAYS_FEATURE, OverlaySwitch, SwitchEvent, SwitchSetup, negotiate, unwrap_control,
@@ -460,11 +460,11 @@ impl Dataplane {
                         let kind = vnet.gso_type & !GSO_ECN;
                         let cut = (kind == GSO_TCPV4 || kind == GSO_TCPV6)
                             .then(|| {
-                                segment_tcp(
+                                segment_tcp_parts(
                                     c.frame,
                                     usize::from(vnet.gso_size),
                                     &mut self.segment,
-                                    |s| state.on_captured(s, now),
+                                    |head, payload| state.on_captured_parts([head, payload], now),
                                 )
                             })
                             .and_then(Result::ok);
@@ -879,13 +879,26 @@ impl State {
         frame: &[u8],
         broadcast: bool,
     ) {
+        self.forward_parts_to(via, src, dst, [frame, &[]], broadcast);
+    }
+
+    /// [`Self::forward_to`] for a frame in two pieces (a segment's
+    /// headers and its payload), copied once, into the datagram.
+    fn forward_parts_to(
+        &mut self,
+        via: PeerName,
+        src: PeerName,
+        dst: PeerName,
+        frame: [&[u8]; 2],
+        broadcast: bool,
+    ) {
         let Some(c) = self.conns.get_mut(&via) else {
             self.counters.dropped += 1;
             return;
         };
         match c
             .sleeve
-            .forward(&src.to_bytes(), &dst.to_bytes(), frame, broadcast)
+            .forward_parts(&src.to_bytes(), &dst.to_bytes(), frame, broadcast)
         {
             ForwardOutcome::Queued => c.dirty = true,
             ForwardOutcome::FragNeeded(icmp) => self.inject.push(icmp),
@@ -897,7 +910,13 @@ impl State {
     }
 
     fn on_captured(&mut self, frame: &[u8], now: Instant) {
-        let Some((src_mac, dst_mac)) = macs_of(frame) else {
+        self.on_captured_parts([frame, &[]], now);
+    }
+
+    /// A captured frame in two pieces, its concatenation: the first holds
+    /// the headers.
+    fn on_captured_parts(&mut self, frame: [&[u8]; 2], now: Instant) {
+        let Some((src_mac, dst_mac)) = macs_of(frame[0]) else {
             return;
         };
         match self.switch.captured(src_mac, dst_mac, now) {
@@ -905,14 +924,16 @@ impl State {
                 self.counters.dropped += 1;
                 debug!(?reason, src = %fmt_mac(&src_mac), dst = %fmt_mac(&dst_mac), "captured frame dropped");
             }
-            Decision::Unicast(send) => self.forward_to(send.via, send.src, send.dst, frame, false),
+            Decision::Unicast(send) => {
+                self.forward_parts_to(send.via, send.src, send.dst, frame, false)
+            }
             Decision::Flood { src, .. } => {
                 let hops = self.switch.broadcast_hops(src).to_vec();
                 for hop in hops {
-                    self.forward_to(hop, src, hop, frame, true);
+                    self.forward_parts_to(hop, src, hop, frame, true);
                 }
             }
-            Decision::Inject => self.inject.push(frame.to_vec()),
+            Decision::Inject => self.inject.push(frame.concat()),
         }
     }
 

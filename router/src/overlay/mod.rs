@@ -93,6 +93,28 @@
 //! its TCP stack then handle one packet per batch instead of one per
 //! segment, and the container acknowledges less often.
 //!
+//! ## Passes over the payload
+//!
+//! The kernel copies each payload byte once into our capture buffer and
+//! once out of a datagram, and once into a UDP receive buffer and once
+//! out towards the bridge; fastdp copies none (a VXLAN GSO packet crosses
+//! the veths whole). What our own code adds is kept to one copy per side,
+//! and checksum sums ride along with a copy or read the bytes once:
+//!
+//! - send: [`crate::sleeve::offload::segment_tcp_parts`] builds each
+//!   segment's headers apart and hands the payload over as a slice of the
+//!   capture buffer; the payload is read once to sum the TCP checksum and
+//!   copied once, straight into the datagram (no scratch copy of the
+//!   segment);
+//! - receive: the [`crate::sleeve::offload::Coalescer`] copies each
+//!   segment's payload into the injection queue and sums it in the same
+//!   loop ([`crate::sleeve::checksum::extend_and_sum`]); a segment whose
+//!   checksum fails is taken back out and queued on its own, unmerged and
+//!   unchanged, so no frame with a bad checksum is ever marked partial;
+//! - sums are taken over native-endian 64-bit words split in 32-bit
+//!   halves ([`crate::sleeve::checksum::sum_words`]), with no per-byte or
+//!   per-16-bit-word work.
+//!
 //! # UDP: two sockets on one port
 //!
 //! Sleeve sends DF and non-DF datagrams from port 6783. Linux has no

@@ -478,7 +478,8 @@ impl SleeveConnection {
         self.flush_stream(true);
     }
 
-    fn enqueue(&mut self, df: bool, src: &NameBytes, dst: &NameBytes, frame: &[u8]) -> bool {
+    fn enqueue(&mut self, df: bool, src: &NameBytes, dst: &NameBytes, frame: [&[u8]; 2]) -> bool {
+        let frame_len = frame[0].len() + frame[1].len();
         let max_payload = self.pmtu.max_payload();
         let limit = if df { max_payload } else { NON_DF_LIMIT };
         let local = self.local;
@@ -489,13 +490,13 @@ impl SleeveConnection {
         };
         let mut sealed = None;
         if let Some(b) = slot.as_mut() {
-            if b.fits(frame.len(), max_payload) {
-                return b.push(src, dst, frame).is_ok();
+            if b.fits(frame_len, max_payload) {
+                return b.push_parts(src, dst, frame).is_ok();
             }
             sealed = slot.take().map(|b| sealer.seal(b));
         }
         let mut b = sealer.builder(&local);
-        let ok = b.fits(frame.len(), limit) && b.push(src, dst, frame).is_ok();
+        let ok = b.fits(frame_len, limit) && b.push_parts(src, dst, frame).is_ok();
         if ok {
             *slot = Some(b);
         }
@@ -515,11 +516,26 @@ impl SleeveConnection {
         frame: &[u8],
         broadcast: bool,
     ) -> ForwardOutcome {
+        self.forward_parts(src, dst, [frame, &[]], broadcast)
+    }
+
+    /// [`Self::forward`] for a frame in two pieces, its concatenation
+    /// (a segment's headers and its payload, still where the capture put
+    /// it): the pieces are copied straight into the datagram. The first
+    /// piece must hold the Ethernet and IP headers.
+    pub fn forward_parts(
+        &mut self,
+        src: &NameBytes,
+        dst: &NameBytes,
+        frame: [&[u8]; 2],
+        broadcast: bool,
+    ) -> ForwardOutcome {
         if self.remote_addr.is_none() || self.failed {
             return ForwardOutcome::Dropped(DropReason::NoContact);
         }
         let mtu = self.pmtu.mtu();
-        let decoded = decode(frame);
+        let frame_len = frame[0].len() + frame[1].len();
+        let decoded = decode(frame[0]);
         let queued = |ok: bool| {
             if ok {
                 ForwardOutcome::Queued
@@ -529,29 +545,29 @@ impl SleeveConnection {
         };
         let df = decoded.and_then(|d| d.ipv4.filter(|ip| ip.dont_fragment()).map(|ip| (d, ip)));
         if let Some((d, ip)) = df {
-            if !frame_too_big(frame.len(), mtu) {
+            if !frame_too_big(frame_len, mtu) {
                 return queued(self.enqueue(true, src, dst, frame));
             }
             if broadcast {
                 return ForwardOutcome::Dropped(DropReason::DfBroadcastTooBig);
             }
             let mtu16 = u16::try_from(mtu).unwrap_or(u16::MAX);
-            return ForwardOutcome::FragNeeded(icmp_frag_needed(frame, &d, &ip, mtu16));
+            return ForwardOutcome::FragNeeded(icmp_frag_needed(&whole(frame), &d, &ip, mtu16));
         }
         let ipv4 = decoded.and_then(|d| d.ipv4);
         let Some(ip) = ipv4.filter(|_| !self.stack_frag) else {
             return queued(self.enqueue(false, src, dst, frame));
         };
-        if !frame_too_big(frame.len(), mtu) {
+        if !frame_too_big(frame_len, mtu) {
             return queued(self.enqueue(true, src, dst, frame));
         }
         let mut pieces = Vec::new();
-        if let Err(e) = fragment(frame, &ip, mtu, |p| pieces.push(p)) {
+        if let Err(e) = fragment(&whole(frame), &ip, mtu, |p| pieces.push(p)) {
             return ForwardOutcome::Dropped(DropReason::Unfragmentable(e));
         }
         let mut all = true;
         for p in pieces {
-            all &= self.enqueue(true, src, dst, &p);
+            all &= self.enqueue(true, src, dst, [p.as_slice(), &[]]);
         }
         queued(all)
     }
@@ -562,6 +578,16 @@ impl SleeveConnection {
             ("name", "sleeve".to_string()),
             ("mtu", self.pmtu.mtu().to_string()),
         ]
+    }
+}
+
+/// A frame in two pieces as one slice, copied only when the second piece
+/// is not empty (for the rare paths that rewrite or cut a frame).
+fn whole<'a>(frame: [&'a [u8]; 2]) -> std::borrow::Cow<'a, [u8]> {
+    if frame[1].is_empty() {
+        std::borrow::Cow::Borrowed(frame[0])
+    } else {
+        std::borrow::Cow::Owned(frame.concat())
     }
 }
 
@@ -825,6 +851,39 @@ mod tests {
             net.conns[0].forward(&A, &B, &fits, false),
             ForwardOutcome::Queued
         );
+    }
+
+    /// A frame handed over in two pieces goes exactly as the whole frame
+    /// would, on the fast path and on the ICMP and fragmenting paths.
+    #[test]
+    fn frames_in_two_pieces_go_as_whole_frames() {
+        let t0 = Instant::now();
+        let small = l4_frame(IPPROTO_UDP, &[5; 700], true);
+        let too_big = l4_frame(IPPROTO_UDP, &[6; 1500], true);
+        let non_df: Vec<u8> = l4_frame(IPPROTO_UDP, &[7; 3000], false);
+        let mut sent = Vec::new();
+        for split in [false, true] {
+            let mut net = Net::new(None, 1500);
+            net.drop_fragments = true;
+            net.establish(t0);
+            let before = net.sides[0].sent.len();
+            let mut outcomes = Vec::new();
+            for f in [&small, &too_big, &non_df] {
+                let parts: [&[u8]; 2] = if split {
+                    [&f[..54], &f[54..]]
+                } else {
+                    [f, &[]]
+                };
+                outcomes.push(net.conns[0].forward_parts(&A, &B, parts, false));
+            }
+            net.conns[0].flush();
+            net.pump(t0);
+            assert_eq!(outcomes[0], ForwardOutcome::Queued);
+            assert!(matches!(outcomes[1], ForwardOutcome::FragNeeded(_)));
+            assert_eq!(outcomes[2], ForwardOutcome::Queued);
+            sent.push((outcomes, net.sides[0].sent[before..].to_vec()));
+        }
+        assert_eq!(sent[0], sent[1]);
     }
 
     #[test]

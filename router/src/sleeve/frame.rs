@@ -140,12 +140,26 @@ pub fn append_frame(
     dst: &NameBytes,
     frame: &[u8],
 ) -> Result<(), FrameTooLong> {
-    let len = u16::try_from(frame.len()).map_err(|_| FrameTooLong(frame.len()))?;
-    list.reserve(FRAME_HEADER_LEN + frame.len());
+    append_frame_parts(list, src, dst, [frame, &[]])
+}
+
+/// Appends one record whose frame is the concatenation of `parts` (a
+/// segment's headers and its payload, copied straight from where each
+/// lies).
+pub fn append_frame_parts(
+    list: &mut Vec<u8>,
+    src: &NameBytes,
+    dst: &NameBytes,
+    parts: [&[u8]; 2],
+) -> Result<(), FrameTooLong> {
+    let frame_len = parts[0].len() + parts[1].len();
+    let len = u16::try_from(frame_len).map_err(|_| FrameTooLong(frame_len))?;
+    list.reserve(FRAME_HEADER_LEN + frame_len);
     list.extend_from_slice(src);
     list.extend_from_slice(dst);
     list.extend_from_slice(&len.to_be_bytes());
-    list.extend_from_slice(frame);
+    list.extend_from_slice(parts[0]);
+    list.extend_from_slice(parts[1]);
     Ok(())
 }
 
@@ -205,7 +219,17 @@ impl DatagramBuilder {
         dst: &NameBytes,
         frame: &[u8],
     ) -> Result<(), FrameTooLong> {
-        append_frame(&mut self.buf, src, dst, frame)?;
+        self.push_parts(src, dst, [frame, &[]])
+    }
+
+    /// Adds one record whose frame is the concatenation of `parts`.
+    pub fn push_parts(
+        &mut self,
+        src: &NameBytes,
+        dst: &NameBytes,
+        parts: [&[u8]; 2],
+    ) -> Result<(), FrameTooLong> {
+        append_frame_parts(&mut self.buf, src, dst, parts)?;
         self.frames += 1;
         Ok(())
     }

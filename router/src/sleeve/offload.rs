@@ -23,7 +23,7 @@
 //!
 //! Everything here is pure: bytes in, bytes out.
 
-use super::checksum::{IPPROTO_TCP, fold, internet_checksum, sum_words};
+use super::checksum::{IPPROTO_TCP, extend_and_sum, fold, internet_checksum, sum_words};
 use super::ethernet::ETHERTYPE_IPV4;
 use super::frame::ETHERNET_OVERHEAD;
 
@@ -259,7 +259,18 @@ fn pseudo_sum_of(frame: &[u8], h: &TcpFrame, tcp_len: usize) -> u64 {
     sum_words(addrs, u64::from(IPPROTO_TCP) + tcp_len as u64)
 }
 
+/// The running sum of a TCP frame's pseudo header (for its whole TCP
+/// length) and TCP header: with the payload's sum added, it folds to
+/// 0xffff when the checksum verifies.
+fn tcp_header_sum(frame: &[u8], h: &TcpFrame) -> u64 {
+    let pseudo = pseudo_sum_of(frame, h, h.end - h.l4());
+    frame
+        .get(h.l4()..h.headers())
+        .map_or(pseudo, |t| sum_words(t, pseudo))
+}
+
 /// Whether a TCP/IPv4 frame's TCP checksum verifies.
+#[cfg(test)]
 fn tcp_checksum_ok(frame: &[u8], h: &TcpFrame) -> bool {
     let Some(segment) = frame.get(h.l4()..h.end) else {
         return false;
@@ -281,11 +292,30 @@ pub fn segment_tcp(
     scratch: &mut Vec<u8>,
     mut each: impl FnMut(&[u8]),
 ) -> Result<usize, SegmentError> {
+    let mut headers = Vec::new();
+    segment_tcp_parts(frame, mss, &mut headers, |head, payload| {
+        scratch.clear();
+        scratch.extend_from_slice(head);
+        scratch.extend_from_slice(payload);
+        each(scratch);
+    })
+}
+
+/// [`segment_tcp`] without copying payload: each segment is handed to
+/// `each` as its headers (built in `headers`, checksums done) and its
+/// payload (a slice of `frame`), so the caller copies the payload once,
+/// to where it goes. The payload is read once here, to sum it.
+pub fn segment_tcp_parts(
+    frame: &[u8],
+    mss: usize,
+    headers: &mut Vec<u8>,
+    mut each: impl FnMut(&[u8], &[u8]),
+) -> Result<usize, SegmentError> {
     if mss == 0 {
         return Err(SegmentError::ZeroSize);
     }
     let h = parse_tcp4(frame).ok_or(SegmentError::NotTcp4)?;
-    let headers = frame.get(..h.headers()).ok_or(SegmentError::Truncated)?;
+    let head = frame.get(..h.headers()).ok_or(SegmentError::Truncated)?;
     let payload = frame
         .get(h.headers()..h.end)
         .ok_or(SegmentError::Truncated)?;
@@ -297,19 +327,18 @@ pub fn segment_tcp(
     let mut chunks = payload.chunks(mss);
     for i in 0..count {
         let chunk = chunks.next().unwrap_or_default();
-        scratch.clear();
-        scratch.extend_from_slice(headers);
-        scratch.extend_from_slice(chunk);
+        headers.clear();
+        headers.extend_from_slice(head);
         if h.v6 {
-            put_u16(scratch, ETHERNET_OVERHEAD + 4, (h.thl + chunk.len()) as u16);
+            put_u16(headers, ETHERNET_OVERHEAD + 4, (h.thl + chunk.len()) as u16);
         } else {
             let ip_len = h.ihl + h.thl + chunk.len();
-            put_u16(scratch, ETHERNET_OVERHEAD + 2, ip_len as u16);
-            put_u16(scratch, ETHERNET_OVERHEAD + 4, id.wrapping_add(i as u16));
-            set_ip_checksum(scratch, h.ihl);
+            put_u16(headers, ETHERNET_OVERHEAD + 2, ip_len as u16);
+            put_u16(headers, ETHERNET_OVERHEAD + 4, id.wrapping_add(i as u16));
+            set_ip_checksum(headers, h.ihl);
         }
         let seg_seq = seq.wrapping_add((i * mss) as u32);
-        if let Some(b) = scratch.get_mut(h.l4() + 4..h.l4() + 8) {
+        if let Some(b) = headers.get_mut(h.l4() + 4..h.l4() + 8) {
             b.copy_from_slice(&seg_seq.to_be_bytes());
         }
         let mut f = flags;
@@ -319,16 +348,19 @@ pub fn segment_tcp(
         if i > 0 {
             f &= !TCP_CWR;
         }
-        if let Some(b) = scratch.get_mut(flags_at) {
+        if let Some(b) = headers.get_mut(flags_at) {
             *b = f;
         }
-        put_u16(scratch, h.l4() + 16, 0);
+        put_u16(headers, h.l4() + 16, 0);
+        // The TCP header and the payload are summed apart: the payload
+        // starts at an even offset of the TCP segment, so the sums add.
         let tcp_len = h.thl + chunk.len();
-        let sum = scratch
+        let pseudo = pseudo_sum_of(headers, &h, tcp_len) + sum_words(chunk, 0);
+        let sum = headers
             .get(h.l4()..)
-            .map_or(0, |s| sum_words(s, pseudo_sum_of(scratch, &h, tcp_len)));
-        put_u16(scratch, h.l4() + 16, !fold(sum));
-        each(scratch);
+            .map_or(pseudo, |t| sum_words(t, pseudo));
+        put_u16(headers, h.l4() + 16, !fold(sum));
+        each(headers, chunk);
     }
     Ok(count)
 }
@@ -431,31 +463,42 @@ impl Coalescer {
         }
         let start = self.buf.len();
         self.buf.extend_from_slice(&VnetHdr::default().to_bytes());
-        self.buf.extend_from_slice(frame);
         self.starts.push(start);
+        self.open = None;
         let head = if self.no_merge {
             None
         } else {
             Self::mergeable_head(frame)
         };
-        self.open = head.map(|(h, mss, next_seq)| Open {
-            start,
-            h,
-            mss,
-            next_seq,
-            segments: 1,
-        });
-        if let Some(o) = &self.open
-            && frame.len() > o.h.end
-        {
-            // Ethernet padding after the packet: cut it so payload can
-            // be appended right after the packet.
-            self.buf.truncate(start + VNET_HDR_LEN + o.h.end);
+        let Some((h, mss, next_seq)) = head else {
+            self.buf.extend_from_slice(frame);
+            return;
+        };
+        // Headers, then the payload summed as it is copied: its TCP
+        // checksum must verify for the frame to start a merge. Ethernet
+        // padding after the packet is left out, so payload can be
+        // appended right after the packet.
+        let (Some(headers), Some(payload)) =
+            (frame.get(..h.headers()), frame.get(h.headers()..h.end))
+        else {
+            self.buf.extend_from_slice(frame);
+            return;
+        };
+        self.buf.extend_from_slice(headers);
+        let sum = extend_and_sum(&mut self.buf, payload, tcp_header_sum(frame, &h));
+        if fold(sum) == 0xffff {
+            self.open = Some(Open {
+                start,
+                h,
+                mss,
+                next_seq,
+                segments: 1,
+            });
         }
     }
 
-    /// A frame that can start a merge: plain TCP/IPv4 with data, ACK as
-    /// its only flag, and a verified checksum.
+    /// A frame that can start a merge: plain TCP/IPv4 with data and ACK
+    /// as its only flag (its checksum is checked as it is copied).
     fn mergeable_head(frame: &[u8]) -> Option<(TcpFrame, usize, u32)> {
         let h = parse_tcp4(frame).filter(|h| !h.v6)?;
         let flags = *frame.get(h.l4() + 13)?;
@@ -463,7 +506,7 @@ impl Coalescer {
             return None;
         }
         let mss = h.end - h.headers();
-        if mss == 0 || !tcp_checksum_ok(frame, &h) {
+        if mss == 0 {
             return None;
         }
         let seq = get_u32(frame, h.l4() + 4);
@@ -494,17 +537,22 @@ impl Coalescer {
             && get_u32(seg, h.l4() + 4) == open.next_seq
             && total <= MAX_IP_LEN
             && open.segments < MAX_MERGED_SEGMENTS
-            && same_flow(head, seg_headers, &h)
-            && tcp_checksum_ok(seg, &h);
-        if !ok {
-            self.open = None;
-            return false;
-        }
-        let Some(payload) = seg.get(h.headers()..h.end) else {
+            && same_flow(head, seg_headers, &h);
+        let payload = seg.get(h.headers()..h.end);
+        let (true, Some(payload)) = (ok, payload) else {
             self.open = None;
             return false;
         };
-        self.buf.extend_from_slice(payload);
+        // The payload is appended and summed in one pass; a segment whose
+        // TCP checksum does not verify is taken back out and queued on
+        // its own, as it came.
+        let end = self.buf.len();
+        let sum = extend_and_sum(&mut self.buf, payload, tcp_header_sum(seg, &h));
+        if fold(sum) != 0xffff {
+            self.buf.truncate(end);
+            self.open = None;
+            return false;
+        }
         open.segments += 1;
         open.h.end += payload_len;
         open.next_seq = open.next_seq.wrapping_add(payload_len as u32);
@@ -700,6 +748,18 @@ mod tests {
             assert_eq!(&frames[1][VNET_HDR_LEN..], &second[..], "{name}");
             assert_eq!(&frames[1][..VNET_HDR_LEN], &[0; VNET_HDR_LEN], "{name}");
         }
+        // A first segment whose checksum fails starts no merge.
+        let mut bad_head = a.clone();
+        let last = bad_head.len() - 1;
+        bad_head[last] ^= 0x5a;
+        let next = tcp_frame(1000, 2, TCP_ACK, &p);
+        let mut c = Coalescer::new();
+        c.push(&bad_head);
+        c.push(&next);
+        assert_eq!((c.len(), c.merged()), (2, 0));
+        let frames: Vec<&[u8]> = c.frames().collect();
+        assert_eq!(&frames[0][VNET_HDR_LEN..], &bad_head[..]);
+        assert_eq!(&frames[1][VNET_HDR_LEN..], &next[..]);
         // A short segment is merged but ends the run.
         let mut c = Coalescer::new();
         c.push(&a);
