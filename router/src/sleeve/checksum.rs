@@ -86,30 +86,27 @@ fn sum_tail(data: &[u8], mut sum: u64) -> u64 {
 }
 
 /// Copies `src` into `dst` and adds the bytes copied to the running sum
-/// `sum` as [`sum_words`] would: one pass over the bytes instead of a copy
-/// and a second pass to sum them (what the kernel's `csum_partial_copy`
-/// does). Copies `min(dst.len(), src.len())` bytes; only those are summed.
+/// `sum` as [`sum_words`] would, a cache-sized chunk at a time, so the
+/// bytes come from memory once (the aim of the kernel's
+/// `csum_partial_copy`). Copies `min(dst.len(), src.len())` bytes; only
+/// those are summed.
 pub fn copy_and_sum(dst: &mut [u8], src: &[u8], sum: u64) -> u64 {
     let len = dst.len().min(src.len());
     let (dst, src) = (&mut dst[..len], &src[..len]);
-    let bulk_len = len & !7;
-    let (dst_bulk, dst_rest) = dst.split_at_mut(bulk_len);
-    let (src_bulk, src_rest) = src.split_at(bulk_len);
-    let mut acc = 0u64;
-    for (d, s) in dst_bulk.chunks_mut(BLOCK).zip(src_bulk.chunks(BLOCK)) {
-        let mut block = 0u64;
-        for (dw, sw) in d.chunks_exact_mut(8).zip(s.chunks_exact(8)) {
-            if let Ok(b) = <[u8; 8]>::try_from(sw) {
-                dw.copy_from_slice(&b);
-                let w = u64::from_ne_bytes(b);
-                block += (w & 0xffff_ffff) + (w >> 32);
-            }
-        }
-        acc = u64::from(fold(acc)) + block;
+    // Each chunk is summed right after it is copied, while it is still in
+    // the first-level cache. Chunks start at even offsets, so their sums
+    // add up to the sum of the whole.
+    let mut sum = sum;
+    for (d, s) in dst.chunks_mut(COPY_CHUNK).zip(src.chunks(COPY_CHUNK)) {
+        d.copy_from_slice(s);
+        sum = sum_words(s, sum);
     }
-    dst_rest.copy_from_slice(src_rest);
-    sum_tail(src_rest, sum + u64::from(native_to_be(fold(acc))))
+    sum
 }
+
+/// Bytes copied, then summed, at a time by [`copy_and_sum`] (even, and
+/// small enough to stay in the first-level cache).
+const COPY_CHUNK: usize = 4096;
 
 /// Appends `src` to `buf` and adds it to the running sum `sum`, in one
 /// pass ([`copy_and_sum`]).

@@ -155,6 +155,16 @@ struct Ran {
     stderr: String,
 }
 
+impl From<std::process::Output> for Ran {
+    fn from(out: std::process::Output) -> Ran {
+        Ran {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }
+    }
+}
+
 /// The iptables commands of one variant. Clones share the count of
 /// processes started.
 #[derive(Debug, Clone)]
@@ -235,11 +245,7 @@ impl Iptables {
                 command: program.to_string(),
                 source,
             })?;
-        Ok(Ran {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        Ok(Ran::from(out))
     }
 
     fn command_line(&self, args: &[&str]) -> String {
@@ -348,11 +354,7 @@ impl Iptables {
             child.wait_with_output()
         })
         .map_err(spawn_error)?;
-        Ok(Ran {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        Ok(Ran::from(out))
     }
 
     /// The chains of `table`.
