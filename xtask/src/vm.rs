@@ -107,8 +107,12 @@ pub fn run(tools: &VmTools, args: &VmArgs) -> Result<VmOutcome> {
         vng.arg("--rwdir").arg(&target);
     }
     vng.arg("--exec")
-        .arg(format!("sh {}", quote(&script.to_string_lossy())))
-        .current_dir(&root)
+        .arg(format!("sh {}", quote(&script.to_string_lossy())));
+    if let Ok(cpu) = std::env::var("WEAVE_VM_CPU") {
+        // Greedy: must come last.
+        vng.arg(format!("--qemu-opts=-cpu {cpu}"));
+    }
+    vng.current_dir(&root)
         .stdin(Stdio::null())
         .stdout(console.try_clone()?)
         .stderr(console)

@@ -443,6 +443,7 @@ impl RouterTask {
                         .unwrap_or_default(),
                     dataplane: self.overlay.as_ref().map(|o| o.mode().clone()),
                     fastdp: self.overlay.as_ref().and_then(Overlay::fastdp_report),
+                    sleeve: self.overlay.as_ref().map(Overlay::counters),
                 };
                 let _ = reply.send(snapshot);
             }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::ipam::{IpamMetrics, IpamStatus};
 use crate::mesh::identity::PeerName;
 use crate::mesh::router::{ConnectionStatus, MeshCounters, MeshStatus};
-use crate::overlay::dataplane::{ConnOverlayStatus, FastdpReport};
+use crate::overlay::dataplane::{ConnOverlayStatus, Counters, FastdpReport};
 use crate::overlay::runtime::DataplaneMode;
 
 /// Everything the status pages show, taken from the router in one go.
@@ -32,6 +32,9 @@ pub struct Snapshot {
     pub dataplane: Option<DataplaneMode>,
     /// Fastdp's latest report, when it runs.
     pub fastdp: Option<FastdpReport>,
+    /// The data plane's counters (sleeve sockets, capture, injection),
+    /// when it runs.
+    pub sleeve: Option<Counters>,
 }
 
 /// The connection states in the order Weave lists their counts.
@@ -335,6 +338,27 @@ fn dataplane_json(snapshot: &Snapshot) -> Value {
             })).collect::<Vec<_>>(),
         })
     });
+    let sleeve = snapshot.sleeve.as_ref().map(|c| {
+        json!({
+            "Captured": c.captured,
+            "GSOCaptured": c.gso_captured,
+            "GSODropped": c.gso_dropped,
+            "ChecksumsCompleted": c.checksums_completed,
+            "CaptureReads": c.capture_reads,
+            "CaptureDrops": c.capture_drops,
+            "DatagramsOut": c.datagrams_out,
+            "UDPSends": c.udp_sends,
+            "SendFailures": c.send_failures,
+            "DatagramsIn": c.datagrams_in,
+            "UDPReads": c.udp_reads,
+            "BadDatagrams": c.bad_datagrams,
+            "Injected": c.injected,
+            "Coalesced": c.coalesced,
+            "InjectSends": c.inject_sends,
+            "InjectFailures": c.inject_failures,
+            "Dropped": c.dropped,
+        })
+    });
     json!({
         "BridgeType": mode.bridge_type.as_str(),
         "Requested": mode.requested.as_str(),
@@ -346,6 +370,7 @@ fn dataplane_json(snapshot: &Snapshot) -> Value {
         "Datapath": mode.datapath,
         "Overlays": mode.overlays,
         "Fastdp": fastdp,
+        "Sleeve": sleeve,
     })
 }
 

@@ -174,7 +174,26 @@ pub struct Counters {
     pub dropped: u64,
     /// Datagrams that could not be opened or parsed.
     pub bad_datagrams: u64,
+    /// Reads of the capture socket that returned frames (`recvmmsg`).
+    pub capture_reads: u64,
+    /// Reads of the UDP sockets that returned datagrams (`recvmmsg`).
+    pub udp_reads: u64,
+    /// Sends on the UDP sockets (`sendmsg` with GSO, or `sendmmsg`).
+    pub udp_sends: u64,
+    /// Injection batches into the bridge (`sendmmsg` on the capture
+    /// socket).
+    pub inject_sends: u64,
+    /// Datagrams the kernel refused (a full socket buffer, an error).
+    pub send_failures: u64,
+    /// Frames the kernel refused to inject.
+    pub inject_failures: u64,
+    /// Frames the kernel dropped before the capture socket read them
+    /// (`PACKET_STATISTICS`).
+    pub capture_drops: u64,
 }
+
+/// The data plane's counters, published about once a second.
+pub type CountersCell = Arc<Mutex<Counters>>;
 
 struct Conn {
     handle: ConnHandle,
@@ -253,6 +272,8 @@ pub struct Dataplane {
     cap_batch: RecvBatch,
     udp_batch: RecvBatch,
     report: Option<FastdpReportCell>,
+    /// Where the counters are published.
+    counters_cell: CountersCell,
     /// Where captured GSO frames are cut into segments.
     segment: Vec<u8>,
 }
@@ -280,6 +301,7 @@ impl Dataplane {
         status: StatusMap,
         overlays: Vec<&'static str>,
         fastdp: Option<(FastdpPlane, FastdpReportCell)>,
+        counters_cell: CountersCell,
     ) -> Self {
         let (fastdp, report) = match fastdp {
             Some((plane, cell)) => (Some(plane), Some(cell)),
@@ -313,6 +335,7 @@ impl Dataplane {
             cap_batch: RecvBatch::new(BATCH, BUF_SIZE).with_vnet_hdr(vnet),
             udp_batch: RecvBatch::new(BATCH, BUF_SIZE),
             report,
+            counters_cell,
             segment: Vec::with_capacity(BUF_SIZE),
         }
     }
@@ -341,9 +364,7 @@ impl Dataplane {
                 .state
                 .next_deadline()
                 .map_or(next_expiry, |d| d.min(next_expiry));
-            if self.report.is_some() {
-                deadline = deadline.min(next_report);
-            }
+            deadline = deadline.min(next_report);
             let wait = deadline.saturating_duration_since(now);
             // Round up so a deadline is not polled for just before it.
             let ms = i32::try_from(wait.as_millis() + 1).unwrap_or(i32::MAX);
@@ -391,6 +412,12 @@ impl Dataplane {
             self.settle(now);
             if now >= next_report {
                 next_report = now + REPORT_INTERVAL;
+                if let Some(capture) = &self.sockets.capture {
+                    self.state.counters.capture_drops += capture.take_drops();
+                }
+                if let Ok(mut slot) = self.counters_cell.lock() {
+                    *slot = self.state.counters;
+                }
                 if let (Some(cell), Some(f)) = (&self.report, &mut self.state.fastdp) {
                     let report = f.report();
                     if let Ok(mut slot) = cell.lock() {
@@ -440,6 +467,9 @@ impl Dataplane {
                     return;
                 }
             };
+            if n > 0 {
+                self.state.counters.capture_reads += 1;
+            }
             for i in 0..n {
                 if let Some(c) = self.cap_batch.captured(i) {
                     if c.outgoing || c.truncated {
@@ -510,6 +540,9 @@ impl Dataplane {
                     return;
                 }
             };
+            if n > 0 {
+                self.state.counters.udp_reads += 1;
+            }
             for i in 0..n {
                 let segment = self.udp_batch.segment_size(i);
                 if let Some((from, data, truncated)) = self.udp_batch.datagram(i) {
@@ -1049,6 +1082,8 @@ impl State {
                 };
                 let frames = self.to_bridge.frames().filter_map(|f| f.get(skip..));
                 let (sent, errors) = capture.inject(frames);
+                self.counters.inject_sends += 1;
+                self.counters.inject_failures += errors.len() as u64;
                 self.counters.injected += sent as u64;
                 self.counters.coalesced += self.to_bridge.merged() as u64;
                 if let Some((_, error)) = errors.first() {
@@ -1084,6 +1119,7 @@ impl State {
                             .map(|o| o.datagram.as_slice())
                             .collect();
                         let size = batch[i].datagram.len();
+                        self.counters.udp_sends += 1;
                         match socket.send_gso(batch[i].to, size, &parts) {
                             Ok(()) => self.counters.datagrams_out += run as u64,
                             Err(error) => {
@@ -1134,6 +1170,8 @@ impl State {
             .map(|o| (o.to, o.datagram.as_slice()))
             .collect();
         let (sent, failed) = socket.send(&items);
+        self.counters.udp_sends += 1;
+        self.counters.send_failures += failed.len() as u64;
         self.counters.datagrams_out += sent as u64;
         for (k, error) in failed {
             if let Some(index) = singles.get(k) {

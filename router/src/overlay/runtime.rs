@@ -14,8 +14,8 @@ use ipnet::Ipv4Net;
 use odp::handle::DatapathOptions;
 
 use super::dataplane::{
-    Command, ConnOverlayStatus, ConnSpec, ContainerSpec, Dataplane, FastdpReport, FastdpReportCell,
-    OverlayEvent, Sockets, StatusMap,
+    Command, ConnOverlayStatus, ConnSpec, ContainerSpec, Counters, CountersCell, Dataplane,
+    FastdpReport, FastdpReportCell, OverlayEvent, Sockets, StatusMap,
 };
 use super::fastdp_plane::FastdpPlane;
 use super::sockets::{
@@ -267,6 +267,7 @@ pub struct Overlay {
     waker: Arc<Waker>,
     status: StatusMap,
     report: FastdpReportCell,
+    counters: CountersCell,
     mode: DataplaneMode,
     thread: Option<JoinHandle<()>>,
     fingerprint: Vec<(PeerName, u64, u64)>,
@@ -321,6 +322,7 @@ impl Overlay {
         let (commands, queue) = channel();
         let status: StatusMap = Arc::new(Mutex::new(BTreeMap::new()));
         let report: FastdpReportCell = Arc::new(Mutex::new(None));
+        let counters: CountersCell = Arc::default();
         let dataplane = Dataplane::new(
             ourself,
             sockets,
@@ -330,6 +332,7 @@ impl Overlay {
             status.clone(),
             mode.overlays.clone(),
             fastdp.map(|f| (f, report.clone())),
+            counters.clone(),
         );
         let thread = std::thread::Builder::new()
             .name("dataplane".into())
@@ -344,6 +347,7 @@ impl Overlay {
             waker,
             status,
             report,
+            counters,
             mode,
             thread: Some(thread),
             fingerprint: Vec::new(),
@@ -373,6 +377,12 @@ impl Overlay {
             self.cidr_view = view.clone();
             self.send(Command::CidrView(view));
         }
+    }
+
+    /// The data plane's counters as last published (about once a
+    /// second).
+    pub fn counters(&self) -> Counters {
+        self.counters.lock().map(|c| *c).unwrap_or_default()
     }
 
     /// A container was attached (`PUT /container/{id}`).

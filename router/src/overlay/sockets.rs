@@ -21,6 +21,7 @@ const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
 const PACKET_AUXDATA: libc::c_int = 8;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_VNET_HDR: libc::c_int = 15;
+const PACKET_STATISTICS: libc::c_int = 6;
 const SOL_UDP: libc::c_int = 17;
 const UDP_SEGMENT: libc::c_int = 103;
 const UDP_GRO: libc::c_int = 104;
@@ -374,6 +375,26 @@ impl PacketSocket {
         big_buffers(raw, 8 << 20);
         let vnet = setsockopt(raw, SOL_PACKET, PACKET_VNET_HDR, &1i32).is_ok();
         Ok(PacketSocket { fd, ifindex, vnet })
+    }
+
+    /// Frames the kernel dropped for want of room since the last call
+    /// (`PACKET_STATISTICS`, which resets on read); 0 if it cannot say.
+    pub fn take_drops(&self) -> u64 {
+        // struct tpacket_stats { tp_packets, tp_drops }.
+        let mut stats = [0u32; 2];
+        let mut len = size_of::<[u32; 2]>() as libc::socklen_t;
+        // SAFETY: `stats` is writable for `len` bytes and `len` is a valid
+        // pointer; the kernel writes at most `len` bytes.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.raw_fd(),
+                SOL_PACKET,
+                PACKET_STATISTICS,
+                stats.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 { u64::from(stats[1]) } else { 0 }
     }
 
     /// Whether frames are read and written behind a `virtio_net_hdr`.

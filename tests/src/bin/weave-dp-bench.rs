@@ -242,7 +242,23 @@ fn measure(variant: Variant, args: &Args, diagnose: bool) -> Result<f64> {
                 }
             }
             if !fastdp {
-                return iperf(&lab, &pods[0].0, &pods[1].0, &pods[1].1, args.seconds);
+                let before: Vec<(Value, Value)> = lab.hosts().iter().map(sleeve_stats).collect();
+                let cpu_before = thread_times();
+                let bps = iperf(&lab, &pods[0].0, &pods[1].0, &pods[1].1, args.seconds)?;
+                println!(
+                    "    CPU during iperf3: {}",
+                    cpu_report(&cpu_before, &thread_times())
+                );
+                for (host, b) in lab.hosts().iter().zip(&before) {
+                    let a = sleeve_stats(host);
+                    println!(
+                        "    host{} during iperf3: {}",
+                        host.index(),
+                        deltas(&b.0, &a.0)
+                    );
+                    println!("      kernel: {}", deltas(&b.1, &a.1));
+                }
+                return Ok(bps);
             }
             let before: Vec<Counters> = lab.hosts().iter().map(counters).collect();
             let bps = iperf(&lab, &pods[0].0, &pods[1].0, &pods[1].1, args.seconds)?;
@@ -305,6 +321,15 @@ fn iperf(
     let out = out.context("iperf3 did not run")?;
     let report: Value = serde_json::from_str(&out.stdout)
         .with_context(|| format!("iperf3 printed no JSON: {}{}", out.stdout, out.stderr))?;
+    if let Some(retransmits) = report["end"]["sum_sent"]["retransmits"].as_u64() {
+        println!("    iperf3 sender retransmits: {retransmits}");
+    }
+    let cpu = &report["end"]["cpu_utilization_percent"];
+    if let (Some(sender), Some(receiver)) =
+        (cpu["host_total"].as_f64(), cpu["remote_total"].as_f64())
+    {
+        println!("    iperf3 CPU: sender {sender:.0} %, receiver {receiver:.0} %");
+    }
     report["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .with_context(|| format!("no sum_received in {report}"))
@@ -550,6 +575,120 @@ fn counters(host: &Host) -> Counters {
         proactive: n("ProactiveFlows"),
         misses: n("Misses"),
     }
+}
+
+/// Clock ticks of every thread on the machine (user and system apart,
+/// from `/proc/*/task/*/stat`) by (tid, comm and which), and the machine's totals from
+/// `/proc/stat` under the names `cpu:user`, `cpu:system`, ….
+fn thread_times() -> std::collections::BTreeMap<(u64, String), u64> {
+    let mut out = std::collections::BTreeMap::new();
+    if let Ok(stat) = std::fs::read_to_string("/proc/stat")
+        && let Some(line) = stat.lines().next()
+    {
+        let names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq"];
+        for (name, value) in names.iter().zip(line.split_whitespace().skip(1)) {
+            out.insert((0, format!("cpu:{name}")), value.parse().unwrap_or(0));
+        }
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for proc in procs.flatten() {
+        let Ok(tasks) = std::fs::read_dir(proc.path().join("task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            // "tid (comm) state ppid … utime(14) stime(15) …"
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let tid = stat[..open].trim().parse().unwrap_or(0);
+            let comm = stat[open + 1..close].to_string();
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let ticks = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            out.insert((tid, format!("{comm} user")), ticks(11));
+            out.insert((tid, format!("{comm} sys")), ticks(12));
+        }
+    }
+    out
+}
+
+/// The machine's CPU split and the busiest threads between two
+/// [`thread_times`] snapshots, in clock ticks (1/100 s).
+fn cpu_report(
+    before: &std::collections::BTreeMap<(u64, String), u64>,
+    after: &std::collections::BTreeMap<(u64, String), u64>,
+) -> String {
+    let mut rows: Vec<(u64, String)> = after
+        .iter()
+        .map(|(key, a)| (a.saturating_sub(*before.get(key).unwrap_or(&0)), key))
+        .filter(|(d, _)| *d > 0)
+        .map(|(d, (tid, comm))| {
+            if *tid == 0 {
+                (u64::MAX - d, format!("{comm} {d}"))
+            } else {
+                (d, format!("{comm}[{tid}] {d}"))
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.into_iter()
+        .take(16)
+        .map(|(_, r)| r)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The router's data-plane counters (`/report`'s `Dataplane.Sleeve`) and
+/// the kernel's UDP and IP counters of the host's namespace.
+fn sleeve_stats(host: &Host) -> (Value, Value) {
+    let report = http(host, "/report")
+        .ok()
+        .and_then(|body| serde_json::from_str::<Value>(&body).ok())
+        .unwrap_or(Value::Null);
+    let mut kernel = serde_json::Map::new();
+    if let Ok(out) = host.run(&["cat", "/proc/net/snmp"]) {
+        // Pairs of lines: "Udp: Name Name…" then "Udp: 1 2…".
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let mut n = names.split_whitespace();
+            let proto = n.next().unwrap_or("").trim_end_matches(':');
+            if proto != "Udp" && proto != "Ip" {
+                continue;
+            }
+            for (name, value) in n.zip(values.split_whitespace().skip(1)) {
+                if let Ok(v) = value.parse::<u64>() {
+                    kernel.insert(format!("{proto}{name}"), json!(v));
+                }
+            }
+        }
+    }
+    (report["Dataplane"]["Sleeve"].clone(), Value::Object(kernel))
+}
+
+/// The counters of `after` that moved since `before`, as `name +delta`.
+fn deltas(before: &Value, after: &Value) -> String {
+    let Some(after) = after.as_object() else {
+        return "(none)".into();
+    };
+    after
+        .iter()
+        .filter_map(|(name, value)| {
+            let a = value.as_u64()?;
+            let b = before[name].as_u64().unwrap_or(0);
+            (a != b).then(|| format!("{name} +{}", a.saturating_sub(b)))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn indent(text: &str) -> String {
