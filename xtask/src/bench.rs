@@ -5,11 +5,15 @@
 //! - `cni`: sequential ADD+DEL latency of weave-net + weave-ipam against
 //!   Debian's bridge + host-local (`weave-cni-bench`, on this machine).
 //! - `dataplane`: container-to-container TCP throughput across two hosts
-//!   (`weave-dp-bench`): on this machine sleeve ÷ a direct veth pair; in
+//!   (`weave-dp-bench`): on this machine sleeve ÷ a direct veth pair and
+//!   ÷ the Flannel-style kernel VXLAN overlay (this machine's kernel has
+//!   no openvswitch, and in the VM that overlay and fastdp are level); in
 //!   the VM fastdp (BridgedFastdp and pure Fastdp) ÷ a Flannel-style
 //!   kernel VXLAN overlay, and sleeve (plain and encrypted), each over
 //!   several interleaved rounds (median reported), then the first ping to
-//!   a new destination with proactive flows and reactive only.
+//!   a new destination with proactive flows and reactive only. Every run
+//!   also prints what a kernel copy costs on the machine and the machine's
+//!   CPU per byte delivered, which is what bounds the sleeve in the VM.
 //! - `odp`: the kernel datapath driver in the VM ([`odp`]).
 
 use std::path::PathBuf;
@@ -45,7 +49,8 @@ pub enum Bench {
         /// Only the part on this machine (no VM).
         #[arg(long)]
         host_only: bool,
-        /// Interleaved rounds of every variant in the VM (median reported).
+        /// Interleaved rounds of every variant, on this machine and in the
+        /// VM (median reported).
         #[arg(long, default_value_t = 3)]
         rounds: u32,
         /// First-ping trials per mode in the VM (0: skip).
@@ -123,8 +128,9 @@ fn dataplane(
             bin.to_string_lossy().into_owned(),
         ]
     };
-    println!("==> on this machine: sleeve ÷ a direct veth pair");
-    let host = argv("veth,sleeve,sleeve-encrypted");
+    println!("==> on this machine: sleeve ÷ a direct veth pair (and ÷ Flannel-style VXLAN)");
+    let mut host = argv("veth,flannel,sleeve,sleeve-encrypted");
+    host.extend(["--rounds".into(), rounds.to_string()]);
     let status = Command::new(&host[0])
         .args(&host[1..])
         .stdin(Stdio::null())

@@ -101,12 +101,22 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
+    let kernel = kernel_copy_ns()?;
+    let _ = KERNEL_COPY_NS.set(kernel);
+    println!(
+        "copy cost on this machine: {kernel:.2} ns per byte copied by the kernel (through a pipe), {:.2} ns in userspace (copy_from_slice of 1408 bytes)",
+        user_copy_ns()
+    );
     let mut samples: Vec<(Variant, Vec<f64>)> =
         args.variants.iter().map(|v| (*v, Vec::new())).collect();
     for round in 1..=args.rounds.max(1) {
         for (variant, list) in &mut samples {
             println!("==> {variant:?} (round {round})");
             let start = Instant::now();
+            COPIES.store(
+                kernel_copies(*variant),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let bps = measure(*variant, args, round == 1)
                 .with_context(|| format!("variant {variant:?}"))?;
             println!(
@@ -308,6 +318,7 @@ fn iperf(
         .in_netns(server_ns)
         .spawn(&log)?;
     let mut out = None;
+    let busy_before = machine_ticks().0;
     wait_for(Duration::from_secs(10), "iperf3 to connect", || {
         let run = Command::new("iperf3")
             .args(["-c", server_ip, "-t", &seconds.to_string(), "-J"])
@@ -318,6 +329,7 @@ fn iperf(
         out = Some(run);
         Ok(ok)
     })?;
+    let busy = machine_ticks().0.saturating_sub(busy_before);
     let out = out.context("iperf3 did not run")?;
     let report: Value = serde_json::from_str(&out.stdout)
         .with_context(|| format!("iperf3 printed no JSON: {}{}", out.stdout, out.stderr))?;
@@ -330,9 +342,125 @@ fn iperf(
     {
         println!("    iperf3 CPU: sender {sender:.0} %, receiver {receiver:.0} %");
     }
+    if let Some(bytes) = report["end"]["sum_received"]["bytes"].as_f64()
+        && bytes > 0.0
+    {
+        let busy_ns = busy as f64 * 1e9 / clock_ticks_per_second();
+        let per_byte = busy_ns / bytes;
+        let mut line = format!(
+            "    machine CPU: {per_byte:.1} ns per byte received ({:.1} CPU-s busy for {:.0} MB)",
+            busy_ns / 1e9,
+            bytes / 1e6
+        );
+        let copies = COPIES.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(copy) = KERNEL_COPY_NS.get()
+            && copies > 0
+        {
+            let cost = f64::from(copies) * copy;
+            line.push_str(&format!(
+                "; its {copies} kernel copies per byte at {copy:.2} ns: {cost:.1} ns ({:.0} %)",
+                100.0 * cost / per_byte
+            ));
+        }
+        println!("{line}");
+    }
     report["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .with_context(|| format!("no sum_received in {report}"))
+}
+
+/// What one byte copied by the kernel costs on this machine, in ns
+/// (measured once, at the start, by [`kernel_copy_ns`]).
+static KERNEL_COPY_NS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+/// The kernel copies per byte of the variant being measured.
+static COPIES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// How many times the kernel copies each byte of the stream on its way
+/// from the sending iperf3 to the receiving one. Every variant has the
+/// two of TCP itself (`write` into the socket, `read` out of it); the
+/// kernel's VXLAN and the datapath move pages without copying them. The
+/// sleeve adds four: the capture (`recvmmsg` on the packet socket), the
+/// UDP send, the UDP receive and the injection (`sendmmsg` on the packet
+/// socket).
+fn kernel_copies(variant: Variant) -> u32 {
+    match variant {
+        Variant::Veth | Variant::Flannel | Variant::Fastdp | Variant::FastdpPure => 2,
+        Variant::Sleeve | Variant::SleeveEncrypted => 6,
+    }
+}
+
+/// The machine's busy and idle clock ticks so far (`/proc/stat`'s first
+/// line; idle counts iowait).
+fn machine_ticks() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let values: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    (values.iter().sum::<u64>().saturating_sub(idle), idle)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// What a byte copied by the kernel costs, in ns: 32 KiB chunks written
+/// into a pipe and read back by one thread, 64 MiB in all, two copies per
+/// byte (`copy_from_user` in, `copy_to_user` out).
+fn kernel_copy_ns() -> Result<f64> {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: both descriptors were just opened and are owned by nothing
+    // else; each File closes its own.
+    let (mut reader, mut writer) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    let chunk = vec![0x5au8; 32 << 10];
+    let mut buf = vec![0u8; chunk.len()];
+    let total = 64usize << 20;
+    let start = Instant::now();
+    let mut moved = 0;
+    while moved < total {
+        writer.write_all(&chunk)?;
+        reader.read_exact(&mut buf)?;
+        moved += chunk.len();
+    }
+    Ok(start.elapsed().as_nanos() as f64 / (2.0 * total as f64))
+}
+
+/// What a byte copied in userspace costs, in ns: `copy_from_slice` of
+/// segment-sized pieces (1408 bytes, as the sleeve copies a segment's
+/// payload), 256 MiB in all.
+fn user_copy_ns() -> f64 {
+    let chunk = vec![0x5au8; 1408];
+    let mut buf = vec![0u8; chunk.len()];
+    let total = 256usize << 20;
+    let start = Instant::now();
+    let mut moved = 0;
+    while moved < total {
+        buf.copy_from_slice(std::hint::black_box(&chunk));
+        std::hint::black_box(&mut buf);
+        moved += chunk.len();
+    }
+    start.elapsed().as_nanos() as f64 / total as f64
 }
 
 /// Builds the Flannel-style overlay; returns each host's pod (namespace,
@@ -639,7 +767,7 @@ fn cpu_report(
             }
         })
         .collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.0));
     rows.into_iter()
         .take(16)
         .map(|(_, r)| r)
