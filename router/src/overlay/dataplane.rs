@@ -183,7 +183,9 @@ pub struct Counters {
     /// Injection batches into the bridge (`sendmmsg` on the capture
     /// socket).
     pub inject_sends: u64,
-    /// Datagrams the kernel refused (a full socket buffer, an error).
+    /// Datagrams the kernel refused (a full socket buffer, an error), not
+    /// counting DF datagrams over the path MTU (which PMTU discovery
+    /// handles).
     pub send_failures: u64,
     /// Frames the kernel refused to inject.
     pub inject_failures: u64,
@@ -1145,6 +1147,7 @@ impl State {
                             Err(e) => debug!(error = %e, "reading the path MTU"),
                         }
                     } else {
+                        self.counters.send_failures += 1;
                         debug!(%error, to = %o.to, "sending a datagram failed");
                     }
                 }
@@ -1171,7 +1174,6 @@ impl State {
             .collect();
         let (sent, failed) = socket.send(&items);
         self.counters.udp_sends += 1;
-        self.counters.send_failures += failed.len() as u64;
         self.counters.datagrams_out += sent as u64;
         for (k, error) in failed {
             if let Some(index) = singles.get(k) {
