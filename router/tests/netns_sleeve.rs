@@ -312,34 +312,23 @@ fn sleeve_counters_moved(lab: &Lab) -> Result<()> {
                 && sleeve_counter(receiver, "DatagramsIn")? >= datagrams)
         },
     )?;
-    let sends = sleeve_counter(sender, "UDPSends")?;
-    let out = sleeve_counter(sender, "DatagramsOut")?;
-    ensure!(
-        sends > 0 && sends * 4 <= out,
-        "UDP sends are batched: {sends} sends for {out} datagrams"
-    );
-    ensure!(
-        sleeve_counter(sender, "GSOCaptured")? > 0,
-        "the pods' TCP super-frames are captured whole"
-    );
-    ensure!(
-        sleeve_counter(sender, "SendFailures")? == 0,
-        "no send refused"
-    );
-    let reads = sleeve_counter(receiver, "UDPReads")?;
-    let received = sleeve_counter(receiver, "DatagramsIn")?;
-    ensure!(
-        reads > 0 && reads * 4 <= received,
-        "UDP reads are batched: {reads} reads for {received} datagrams"
-    );
-    ensure!(
-        sleeve_counter(receiver, "Coalesced")? > 0,
-        "received segments are merged before injection"
-    );
-    ensure!(
-        sleeve_counter(receiver, "InjectFailures")? == 0,
-        "no injection refused"
-    );
+    // Calls and what they carried: at least four datagrams a call.
+    for (host, calls, items) in [
+        (sender, "UDPSends", "DatagramsOut"),
+        (receiver, "UDPReads", "DatagramsIn"),
+    ] {
+        let (c, n) = (sleeve_counter(host, calls)?, sleeve_counter(host, items)?);
+        ensure!(c > 0 && c * 4 <= n, "batched: {calls} {c} for {items} {n}");
+    }
+    // Super-frames captured whole on one side, segments merged before
+    // injection on the other.
+    for (host, name) in [(sender, "GSOCaptured"), (receiver, "Coalesced")] {
+        ensure!(sleeve_counter(host, name)? > 0, "{name} did not move");
+    }
+    for (host, name) in [(sender, "SendFailures"), (receiver, "InjectFailures")] {
+        let refused = sleeve_counter(host, name)?;
+        ensure!(refused == 0, "{name}: {refused}");
+    }
     Ok(())
 }
 
