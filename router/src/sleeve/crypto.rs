@@ -22,11 +22,8 @@
 //!   datagram authenticates (see [`ReplayWindow`]). Duplicates and
 //!   datagrams too old for the window are dropped without complaint.
 
-use salsa20::cipher::generic_array::GenericArray;
-use xsalsa20poly1305::XSalsa20Poly1305;
-use xsalsa20poly1305::aead::{AeadInPlace, KeyInit};
-
 use super::frame::{DatagramBuilder, NAME_SIZE, NameBytes};
+use super::secretbox::SecretBox;
 use crate::mesh::crypto::SessionKey;
 
 /// Bytes of the clear sequence field of an encrypted datagram.
@@ -61,13 +58,13 @@ pub enum OpenError {
     },
 }
 
-fn cipher_for(key: &SessionKey) -> Box<XSalsa20Poly1305> {
-    Box::new(XSalsa20Poly1305::new(GenericArray::from_slice(&key.0)))
+fn cipher_for(key: &SessionKey) -> Box<SecretBox> {
+    Box::new(SecretBox::new(&key.0))
 }
 
 /// One sending stream of a sleeve connection (DF or not).
 pub struct StreamSealer {
-    cipher: Option<Box<XSalsa20Poly1305>>,
+    cipher: Option<Box<SecretBox>>,
     nonce: [u8; 24],
     seq: u64,
     df: bool,
@@ -139,13 +136,8 @@ impl StreamSealer {
             field |= DF_BIT;
         }
         self.nonce[16..24].copy_from_slice(&field.to_be_bytes());
-        let nonce = GenericArray::from(self.nonce);
         let (head, plain) = buf.split_at_mut(body.start);
-        // Encrypting a buffer in memory only fails past the cipher's
-        // length limit, far above a UDP datagram.
-        let tag = cipher
-            .encrypt_in_place_detached(&nonce, b"", plain)
-            .unwrap_or_default();
+        let tag = cipher.seal_in_place(&self.nonce, plain);
         if let Some(seq_field) = head.get_mut(NAME_SIZE..NAME_SIZE + SEQ_LEN) {
             seq_field.copy_from_slice(&field.to_be_bytes());
         }
@@ -238,7 +230,7 @@ impl ReplayWindow {
 
 /// The receiving side of a sleeve connection: both streams.
 pub struct Opener {
-    cipher: Option<Box<XSalsa20Poly1305>>,
+    cipher: Option<Box<SecretBox>>,
     nonce0: u8,
     window: ReplayWindow,
     window_df: ReplayWindow,
@@ -287,12 +279,7 @@ impl Opener {
         nonce[0] = self.nonce0;
         nonce[16..24].copy_from_slice(&field.to_be_bytes());
         cipher
-            .decrypt_in_place_detached(
-                GenericArray::from_slice(&nonce),
-                b"",
-                ciphertext,
-                GenericArray::from_slice(tag),
-            )
+            .open_in_place(&nonce, ciphertext, tag)
             .map_err(|_| OpenError::Decrypt)?;
         let df = field & DF_BIT != 0;
         let seq = field & !DF_BIT;
@@ -310,6 +297,10 @@ impl Opener {
 
 #[cfg(test)]
 mod tests {
+    use salsa20::cipher::generic_array::GenericArray;
+    use xsalsa20poly1305::XSalsa20Poly1305;
+    use xsalsa20poly1305::aead::{AeadInPlace, KeyInit};
+
     use super::super::frame::{NAME_SIZE, frames, split_sender};
     use super::*;
 

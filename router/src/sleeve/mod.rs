@@ -76,3 +76,4 @@ pub mod heartbeat;
 pub mod offload;
 pub mod overlay_switch;
 pub mod pmtu;
+pub mod secretbox;
