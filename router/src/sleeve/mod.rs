@@ -11,6 +11,8 @@
 //!
 //! - [`frame`]: the datagram and frame-record layout;
 //! - [`crypto`]: per-datagram NaCl secretbox, nonces, replay windows;
+//! - [`secretbox`]: the secretbox itself (XSalsa20, four blocks at a
+//!   time, and Poly1305);
 //! - [`ethernet`]: how frames are classified, ICMP "fragmentation
 //!   needed", IPv4 fragmentation;
 //! - [`checksum`]: Internet checksums and completing `CHECKSUM_PARTIAL`
