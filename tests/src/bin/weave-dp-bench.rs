@@ -102,7 +102,6 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<()> {
     let kernel = kernel_copy_ns()?;
-    let _ = KERNEL_COPY_NS.set(kernel);
     println!(
         "copy cost on this machine: {kernel:.2} ns per byte copied by the kernel (through a pipe), {:.2} ns in userspace (copy_from_slice of 1408 bytes)",
         user_copy_ns()
@@ -113,18 +112,15 @@ fn run(args: &Args) -> Result<()> {
         for (variant, list) in &mut samples {
             println!("==> {variant:?} (round {round})");
             let start = Instant::now();
-            COPIES.store(
-                kernel_copies(*variant),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            let bps = measure(*variant, args, round == 1)
+            let stream = measure(*variant, args, round == 1)
                 .with_context(|| format!("variant {variant:?}"))?;
+            println!("{}", stream.cpu_line(kernel_copies(*variant), kernel));
             println!(
                 "    {:.3} Gbit/s ({:.0}s)",
-                bps / 1e9,
+                stream.bps / 1e9,
                 start.elapsed().as_secs_f64()
             );
-            list.push(bps);
+            list.push(stream.bps);
         }
     }
     let base = samples.first().map(|(_, l)| median(l)).unwrap_or(f64::NAN);
@@ -181,7 +177,7 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// One throughput run; `diagnose`: also print the flows and offloads.
-fn measure(variant: Variant, args: &Args, diagnose: bool) -> Result<f64> {
+fn measure(variant: Variant, args: &Args, diagnose: bool) -> Result<Stream> {
     match variant {
         Variant::Veth => {
             let lab = Lab::new(1)?;
@@ -254,7 +250,7 @@ fn measure(variant: Variant, args: &Args, diagnose: bool) -> Result<f64> {
             if !fastdp {
                 let before: Vec<(Value, Value)> = lab.hosts().iter().map(sleeve_stats).collect();
                 let cpu_before = thread_times();
-                let bps = iperf(&lab, &pods[0].0, &pods[1].0, &pods[1].1, args.seconds)?;
+                let stream = iperf(&lab, &pods[0].0, &pods[1].0, &pods[1].1, args.seconds)?;
                 println!(
                     "    CPU during iperf3: {}",
                     cpu_report(&cpu_before, &thread_times())
@@ -268,10 +264,10 @@ fn measure(variant: Variant, args: &Args, diagnose: bool) -> Result<f64> {
                     );
                     println!("      kernel: {}", deltas(&b.1, &a.1));
                 }
-                return Ok(bps);
+                return Ok(stream);
             }
             let before: Vec<Counters> = lab.hosts().iter().map(counters).collect();
-            let bps = iperf(&lab, &pods[0].0, &pods[1].0, &pods[1].1, args.seconds)?;
+            let stream = iperf(&lab, &pods[0].0, &pods[1].0, &pods[1].1, args.seconds)?;
             for (host, b) in lab.hosts().iter().zip(&before) {
                 let a = counters(host);
                 println!(
@@ -298,7 +294,7 @@ fn measure(variant: Variant, args: &Args, diagnose: bool) -> Result<f64> {
                 }
                 offloads(&lab, &[lab.host(0).netns(), &pods[0].0]);
             }
-            Ok(bps)
+            Ok(stream)
         }
     }
 }
@@ -311,14 +307,14 @@ fn iperf(
     server_ns: &str,
     server_ip: &str,
     seconds: u32,
-) -> Result<f64> {
+) -> Result<Stream> {
     let log = lab.dir().join(format!("iperf3-server-{server_ns}.log"));
     let _server: Process = Command::new("iperf3")
         .args(["-s", "-1"])
         .in_netns(server_ns)
         .spawn(&log)?;
     let mut out = None;
-    let busy_before = machine_ticks().0;
+    let busy_before = machine_busy_ticks();
     wait_for(Duration::from_secs(10), "iperf3 to connect", || {
         let run = Command::new("iperf3")
             .args(["-c", server_ip, "-t", &seconds.to_string(), "-J"])
@@ -329,7 +325,7 @@ fn iperf(
         out = Some(run);
         Ok(ok)
     })?;
-    let busy = machine_ticks().0.saturating_sub(busy_before);
+    let busy = machine_busy_ticks().saturating_sub(busy_before);
     let out = out.context("iperf3 did not run")?;
     let report: Value = serde_json::from_str(&out.stdout)
         .with_context(|| format!("iperf3 printed no JSON: {}{}", out.stdout, out.stderr))?;
@@ -342,38 +338,42 @@ fn iperf(
     {
         println!("    iperf3 CPU: sender {sender:.0} %, receiver {receiver:.0} %");
     }
-    if let Some(bytes) = report["end"]["sum_received"]["bytes"].as_f64()
-        && bytes > 0.0
-    {
-        let busy_ns = busy as f64 * 1e9 / clock_ticks_per_second();
-        let per_byte = busy_ns / bytes;
-        let mut line = format!(
-            "    machine CPU: {per_byte:.1} ns per byte received ({:.1} CPU-s busy for {:.0} MB)",
-            busy_ns / 1e9,
-            bytes / 1e6
-        );
-        let copies = COPIES.load(std::sync::atomic::Ordering::Relaxed);
-        if let Some(copy) = KERNEL_COPY_NS.get()
-            && copies > 0
-        {
-            let cost = f64::from(copies) * copy;
-            line.push_str(&format!(
-                "; its {copies} kernel copies per byte at {copy:.2} ns: {cost:.1} ns ({:.0} %)",
-                100.0 * cost / per_byte
-            ));
-        }
-        println!("{line}");
-    }
-    report["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .with_context(|| format!("no sum_received in {report}"))
+    let received = &report["end"]["sum_received"];
+    Ok(Stream {
+        bps: received["bits_per_second"]
+            .as_f64()
+            .with_context(|| format!("no sum_received in {report}"))?,
+        bytes: received["bytes"].as_f64().unwrap_or(0.0),
+        busy_ns: busy as f64 * 1e9 / clock_ticks_per_second(),
+    })
 }
 
-/// What one byte copied by the kernel costs on this machine, in ns
-/// (measured once, at the start, by [`kernel_copy_ns`]).
-static KERNEL_COPY_NS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-/// The kernel copies per byte of the variant being measured.
-static COPIES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// One iperf3 run: the receiver's rate and bytes, and the CPU time the
+/// whole machine was busy meanwhile.
+struct Stream {
+    bps: f64,
+    bytes: f64,
+    busy_ns: f64,
+}
+
+impl Stream {
+    /// The machine's CPU per byte received, and the share of it that
+    /// `copies` kernel copies per byte at `copy_ns` each explain.
+    fn cpu_line(&self, copies: u32, copy_ns: f64) -> String {
+        if self.bytes <= 0.0 {
+            return "    machine CPU: nothing received".into();
+        }
+        let per_byte = self.busy_ns / self.bytes;
+        let cost = f64::from(copies) * copy_ns;
+        format!(
+            "    machine CPU: {per_byte:.1} ns per byte received ({:.1} CPU-s busy for {:.0} MB); \
+             its {copies} kernel copies per byte at {copy_ns:.2} ns: {cost:.1} ns ({:.0} %)",
+            self.busy_ns / 1e9,
+            self.bytes / 1e6,
+            100.0 * cost / per_byte
+        )
+    }
+}
 
 /// How many times the kernel copies each byte of the stream on its way
 /// from the sending iperf3 to the receiving one. Every variant has the
@@ -389,23 +389,25 @@ fn kernel_copies(variant: Variant) -> u32 {
     }
 }
 
-/// The machine's busy and idle clock ticks so far (`/proc/stat`'s first
-/// line; idle counts iowait).
-fn machine_ticks() -> (u64, u64) {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
-        return (0, 0);
-    };
-    let values: Vec<u64> = stat
-        .lines()
+/// The clock ticks of `/proc/stat`'s first line: user, nice, system,
+/// idle, iowait, irq, softirq, steal.
+fn cpu_ticks() -> Vec<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
         .next()
         .unwrap_or("")
         .split_whitespace()
         .skip(1)
         .take(8)
         .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-    (values.iter().sum::<u64>().saturating_sub(idle), idle)
+        .collect()
+}
+
+/// The machine's busy clock ticks so far (all but idle and iowait).
+fn machine_busy_ticks() -> u64 {
+    let ticks = cpu_ticks();
+    let idle: u64 = ticks.iter().skip(3).take(2).sum();
+    ticks.iter().sum::<u64>().saturating_sub(idle)
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -688,11 +690,16 @@ struct Counters {
     misses: u64,
 }
 
-fn counters(host: &Host) -> Counters {
-    let report = http(host, "/report")
+/// The router's `/report`, or `Null` when it cannot be had.
+fn report(host: &Host) -> Value {
+    http(host, "/report")
         .ok()
         .and_then(|body| serde_json::from_str::<Value>(&body).ok())
-        .unwrap_or(Value::Null);
+        .unwrap_or(Value::Null)
+}
+
+fn counters(host: &Host) -> Counters {
+    let report = report(host);
     let f = &report["Dataplane"]["Fastdp"];
     let n = |k: &str| f[k].as_u64().unwrap_or(0);
     Counters {
@@ -710,13 +717,9 @@ fn counters(host: &Host) -> Counters {
 /// `/proc/stat` under the names `cpu:user`, `cpu:system`, ….
 fn thread_times() -> std::collections::BTreeMap<(u64, String), u64> {
     let mut out = std::collections::BTreeMap::new();
-    if let Ok(stat) = std::fs::read_to_string("/proc/stat")
-        && let Some(line) = stat.lines().next()
-    {
-        let names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq"];
-        for (name, value) in names.iter().zip(line.split_whitespace().skip(1)) {
-            out.insert((0, format!("cpu:{name}")), value.parse().unwrap_or(0));
-        }
+    let names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq"];
+    for (name, ticks) in names.iter().zip(cpu_ticks()) {
+        out.insert((0, format!("cpu:{name}")), ticks);
     }
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return out;
@@ -750,27 +753,29 @@ fn thread_times() -> std::collections::BTreeMap<(u64, String), u64> {
 }
 
 /// The machine's CPU split and the busiest threads between two
-/// [`thread_times`] snapshots, in clock ticks (1/100 s).
+/// [`thread_times`] snapshots, in clock ticks.
 fn cpu_report(
     before: &std::collections::BTreeMap<(u64, String), u64>,
     after: &std::collections::BTreeMap<(u64, String), u64>,
 ) -> String {
-    let mut rows: Vec<(u64, String)> = after
+    // The machine's totals (tid 0) first, then the busiest threads.
+    let mut rows: Vec<(bool, u64, String)> = after
         .iter()
-        .map(|(key, a)| (a.saturating_sub(*before.get(key).unwrap_or(&0)), key))
-        .filter(|(d, _)| *d > 0)
-        .map(|(d, (tid, comm))| {
-            if *tid == 0 {
-                (u64::MAX - d, format!("{comm} {d}"))
+        .map(|((tid, name), a)| {
+            let d = a.saturating_sub(*before.get(&(*tid, name.clone())).unwrap_or(&0));
+            let label = if *tid == 0 {
+                format!("{name} {d}")
             } else {
-                (d, format!("{comm}[{tid}] {d}"))
-            }
+                format!("{name}[{tid}] {d}")
+            };
+            (*tid != 0, d, label)
         })
+        .filter(|(_, d, _)| *d > 0)
         .collect();
-    rows.sort_by_key(|row| std::cmp::Reverse(row.0));
+    rows.sort_by_key(|(thread, d, _)| (*thread, std::cmp::Reverse(*d)));
     rows.into_iter()
         .take(16)
-        .map(|(_, r)| r)
+        .map(|(_, _, label)| label)
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -778,10 +783,6 @@ fn cpu_report(
 /// The router's data-plane counters (`/report`'s `Dataplane.Sleeve`) and
 /// the kernel's UDP and IP counters of the host's namespace.
 fn sleeve_stats(host: &Host) -> (Value, Value) {
-    let report = http(host, "/report")
-        .ok()
-        .and_then(|body| serde_json::from_str::<Value>(&body).ok())
-        .unwrap_or(Value::Null);
     let mut kernel = serde_json::Map::new();
     if let Ok(out) = host.run(&["cat", "/proc/net/snmp"]) {
         // Pairs of lines: "Udp: Name Name…" then "Udp: 1 2…".
@@ -800,7 +801,10 @@ fn sleeve_stats(host: &Host) -> (Value, Value) {
             }
         }
     }
-    (report["Dataplane"]["Sleeve"].clone(), Value::Object(kernel))
+    (
+        report(host)["Dataplane"]["Sleeve"].clone(),
+        Value::Object(kernel),
+    )
 }
 
 /// The counters of `after` that moved since `before`, as `name +delta`.
