@@ -222,10 +222,8 @@ fn words<const N: usize>(bytes: &[u8]) -> [u32; N] {
 trait Lane: Copy {
     fn add(self, other: Self) -> Self;
     fn xor(self, other: Self) -> Self;
-    fn rotl7(self) -> Self;
-    fn rotl9(self) -> Self;
-    fn rotl13(self) -> Self;
-    fn rotl18(self) -> Self;
+    /// Rotates left by `n` bits (one of Salsa20's 7, 9, 13, 18).
+    fn rotl(self, n: u32) -> Self;
 }
 
 impl Lane for u32 {
@@ -238,30 +236,18 @@ impl Lane for u32 {
         self ^ other
     }
     #[inline(always)]
-    fn rotl7(self) -> Self {
-        self.rotate_left(7)
-    }
-    #[inline(always)]
-    fn rotl9(self) -> Self {
-        self.rotate_left(9)
-    }
-    #[inline(always)]
-    fn rotl13(self) -> Self {
-        self.rotate_left(13)
-    }
-    #[inline(always)]
-    fn rotl18(self) -> Self {
-        self.rotate_left(18)
+    fn rotl(self, n: u32) -> Self {
+        self.rotate_left(n)
     }
 }
 
 /// Salsa20's quarter-round on words `a`, `b`, `c`, `d` of `x`.
 #[inline(always)]
 fn quarter<L: Lane>(x: &mut [L; 16], a: usize, b: usize, c: usize, d: usize) {
-    x[b] = x[b].xor(x[a].add(x[d]).rotl7());
-    x[c] = x[c].xor(x[b].add(x[a]).rotl9());
-    x[d] = x[d].xor(x[c].add(x[b]).rotl13());
-    x[a] = x[a].xor(x[d].add(x[c]).rotl18());
+    x[b] = x[b].xor(x[a].add(x[d]).rotl(7));
+    x[c] = x[c].xor(x[b].add(x[a]).rotl(9));
+    x[d] = x[d].xor(x[c].add(x[b]).rotl(13));
+    x[a] = x[a].xor(x[d].add(x[c]).rotl(18));
 }
 
 /// The 20 rounds (10 column and row round pairs).
@@ -386,8 +372,8 @@ fn xor(data: &mut [u8], stream: &[u8]) {
 #[cfg(target_arch = "x86_64")]
 mod sse2 {
     use std::arch::x86_64::{
-        __m128i, _mm_add_epi32, _mm_or_si128, _mm_set_epi32, _mm_set1_epi32, _mm_slli_epi32,
-        _mm_srli_epi32, _mm_storeu_si128, _mm_xor_si128,
+        __m128i, _mm_add_epi32, _mm_cvtsi32_si128, _mm_or_si128, _mm_set_epi32, _mm_set1_epi32,
+        _mm_sll_epi32, _mm_srl_epi32, _mm_storeu_si128, _mm_xor_si128,
     };
 
     use super::{Lane, rounds};
@@ -409,20 +395,16 @@ mod sse2 {
             X4(unsafe { _mm_xor_si128(self.0, other.0) })
         }
         #[inline(always)]
-        fn rotl7(self) -> Self {
-            X4(unsafe { _mm_or_si128(_mm_slli_epi32::<7>(self.0), _mm_srli_epi32::<25>(self.0)) })
-        }
-        #[inline(always)]
-        fn rotl9(self) -> Self {
-            X4(unsafe { _mm_or_si128(_mm_slli_epi32::<9>(self.0), _mm_srli_epi32::<23>(self.0)) })
-        }
-        #[inline(always)]
-        fn rotl13(self) -> Self {
-            X4(unsafe { _mm_or_si128(_mm_slli_epi32::<13>(self.0), _mm_srli_epi32::<19>(self.0)) })
-        }
-        #[inline(always)]
-        fn rotl18(self) -> Self {
-            X4(unsafe { _mm_or_si128(_mm_slli_epi32::<18>(self.0), _mm_srli_epi32::<14>(self.0)) })
+        fn rotl(self, n: u32) -> Self {
+            // Shift counts in a register; with `n` a constant after
+            // inlining, the compiler emits the immediate forms.
+            let (left, right) = (n as i32, 32 - n as i32);
+            X4(unsafe {
+                _mm_or_si128(
+                    _mm_sll_epi32(self.0, _mm_cvtsi32_si128(left)),
+                    _mm_srl_epi32(self.0, _mm_cvtsi32_si128(right)),
+                )
+            })
         }
     }
 
