@@ -317,6 +317,8 @@ fn install_modules(root: &Path, release: &str) -> Result<()> {
         system.display()
     ))?;
     let _ = std::fs::remove_dir_all(&system);
+    // A fresh machine (a container image) has no /lib/modules at all.
+    std::fs::create_dir_all("/lib/modules").context("creating /lib/modules")?;
     let source = modules_dir(root, release);
     shell::run(
         "cp",
