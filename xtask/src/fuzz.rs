@@ -212,5 +212,6 @@ fn ensure_cargo_fuzz() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: cargo install cargo-fuzz");
-    shell::run("cargo", &["install", "--locked", "cargo-fuzz"])
+    shell::run("cargo", &["install", "--locked", "cargo-fuzz"])?;
+    crate::undo::record(crate::undo::CARGO_RECORD, &["cargo-fuzz".to_string()])
 }

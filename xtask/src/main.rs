@@ -5,7 +5,8 @@
 //! - `cargo xtask vm -- <command>`: runs a command as root in a VM booted from
 //!   Debian's stock kernel, with the openvswitch datapath loaded.
 //! - `cargo xtask fuzz [TARGET…] [--seconds N]`: longer fuzz runs.
-//! - `cargo xtask setup`: only the installation step of `test`.
+//! - `cargo xtask setup [--undo]`: only the installation step of `test`,
+//!   or its reversal.
 //! - `cargo xtask bench <what>`: benchmarks (see `bench.rs`).
 //! - `cargo xtask lab [--nodes N] [--mode fastdp|sleeve] [--pods N] [--keep]`:
 //!   the local multi-node lab: routers, pods through CNI, a ping table.
@@ -16,6 +17,7 @@ mod lab;
 mod setup;
 mod shell;
 mod test;
+mod undo;
 mod vm;
 
 use std::path::PathBuf;
@@ -39,12 +41,23 @@ enum Command {
     Vm(vm::VmArgs),
     /// Run fuzz targets for a while (default: all, 60 s each).
     Fuzz(fuzz::FuzzArgs),
-    /// Install what the tests and the VM need (idempotent).
-    Setup,
+    /// Install what the tests and the VM need (idempotent), or with
+    /// `--undo` remove all of it again.
+    Setup(SetupArgs),
     /// Run a benchmark (not a test): numbers and ratios to a baseline.
     Bench(bench::BenchArgs),
     /// Run the local multi-node lab: routers, pods through CNI, a ping table.
     Lab(lab::LabArgs),
+}
+
+/// Options of `cargo xtask setup`.
+#[derive(Debug, clap::Args)]
+struct SetupArgs {
+    /// Remove what setup installed (Debian packages, pip and cargo tools,
+    /// kernel modules under /lib/modules, the caches under target/), so
+    /// the next run starts as on a fresh machine.
+    #[arg(long)]
+    undo: bool,
 }
 
 fn main() -> ExitCode {
@@ -53,7 +66,8 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Vm(args) => vm::run_cli(&args),
         Command::Fuzz(args) => fuzz::run_cli(&args),
-        Command::Setup => setup::all().map(|_| ExitCode::SUCCESS),
+        Command::Setup(args) if args.undo => undo::run().map(|()| ExitCode::SUCCESS),
+        Command::Setup(_) => setup::all().map(|_| ExitCode::SUCCESS),
         Command::Lab(args) => lab::run(&args),
         Command::Bench(args) => bench::run(&args),
     };

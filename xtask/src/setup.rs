@@ -166,7 +166,8 @@ fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-fn installed(package: &str) -> bool {
+/// Whether dpkg has `package` installed.
+pub(crate) fn installed(package: &str) -> bool {
     shell::output("dpkg-query", &["-W", "-f=${Status}", package])
         .map(|status| status.contains("install ok installed"))
         .unwrap_or(false)
@@ -195,6 +196,7 @@ fn ensure_vng() -> Result<PathBuf> {
         return Ok(vng);
     }
     let pip_cache = cache_dir("pip")?;
+    let before = pip_distributions();
     eprintln!("xtask: pip install {VIRTME_NG}");
     shell::run(
         "python3",
@@ -209,6 +211,8 @@ fn ensure_vng() -> Result<PathBuf> {
             VIRTME_NG,
         ],
     )?;
+    let added: Vec<String> = pip_distributions().difference(&before).cloned().collect();
+    crate::undo::record(crate::undo::PIP_RECORD, &added)?;
     find().context(
         "virtme-ng installed, but its `vng` command is not in PATH or python's scripts dir",
     )
@@ -323,5 +327,19 @@ fn install_modules(root: &Path, release: &str) -> Result<()> {
     shell::run(
         "cp",
         &["-a", &source.to_string_lossy(), &system.to_string_lossy()],
-    )
+    )?;
+    // Marks the tree as setup's, for `setup --undo`.
+    std::fs::write(system.join(crate::undo::MODULES_MARKER), "")
+        .with_context(|| format!("marking {}", system.display()))
+}
+
+/// The names of the Python distributions pip sees.
+fn pip_distributions() -> std::collections::BTreeSet<String> {
+    shell::output("python3", &["-m", "pip", "list", "--format=freeze"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split("==").next())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .collect()
 }
