@@ -4,6 +4,8 @@
 //!   (fmt, clippy, unit, host-namespace and VM tests) and prints a summary.
 //! - `cargo xtask vm -- <command>`: runs a command as root in a VM booted from
 //!   Debian's stock kernel, with the openvswitch datapath loaded.
+//! - `cargo xtask uml -- <command>`: the same in User-Mode Linux, whose
+//!   kernel runs at native speed (benchmarks, quick iterations).
 //! - `cargo xtask fuzz [TARGET…] [--seconds N]`: longer fuzz runs.
 //! - `cargo xtask setup [--undo]`: only the installation step of `test`,
 //!   or its reversal.
@@ -13,10 +15,12 @@
 
 mod bench;
 mod fuzz;
+mod guest;
 mod lab;
 mod setup;
 mod shell;
 mod test;
+mod uml;
 mod undo;
 mod vm;
 
@@ -39,6 +43,9 @@ enum Command {
     Test(test::TestArgs),
     /// Run a command as root in a VM with the kernel openvswitch datapath.
     Vm(vm::VmArgs),
+    /// Run a command as root in User-Mode Linux (native speed, one CPU,
+    /// the Open vSwitch datapath; no nftables).
+    Uml(uml::UmlArgs),
     /// Run fuzz targets for a while (default: all, 60 s each).
     Fuzz(fuzz::FuzzArgs),
     /// Install what the tests and the VM need (idempotent), or with
@@ -65,6 +72,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Test(args) => test::run(&args),
         Command::Vm(args) => vm::run_cli(&args),
+        Command::Uml(args) => uml::run_cli(&args),
         Command::Fuzz(args) => fuzz::run_cli(&args),
         Command::Setup(args) if args.undo => undo::run().map(|()| ExitCode::SUCCESS),
         Command::Setup(_) => setup::all().map(|_| ExitCode::SUCCESS),

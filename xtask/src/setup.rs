@@ -37,6 +37,14 @@ const VM_PACKAGES: &[&str] = &[
     "openvswitch-switch",
 ];
 
+/// Debian packages the User-Mode Linux harness uses on the host (the
+/// kernel itself is only downloaded): gcc builds its ptrace shim, kmod's
+/// modprobe and iproute2 run inside.
+const UML_PACKAGES: &[&str] = &["gcc", "libc6-dev", "kmod", "iproute2"];
+
+/// The Debian package holding `linux.uml` and its modules.
+const UML_PACKAGE: &str = "user-mode-linux";
+
 /// The virtme-ng release the harness is written against.
 const VIRTME_NG: &str = "virtme-ng==1.42";
 
@@ -63,7 +71,9 @@ pub fn all() -> Result<VmTools> {
     let mut apt = Apt::default();
     apt.ensure(HOST_PACKAGES)?;
     apt.ensure(CHECK_PACKAGES)?;
-    vm_with(&mut apt)
+    let tools = vm_with(&mut apt)?;
+    uml()?;
+    Ok(tools)
 }
 
 /// Installs the Debian packages the host-namespace tests and the sleeve
@@ -82,6 +92,88 @@ fn vm_with(apt: &mut Apt) -> Result<VmTools> {
     let vng = ensure_vng()?;
     let kernel = ensure_kernel(apt)?;
     Ok(VmTools { vng, kernel })
+}
+
+/// What User-Mode Linux needs to boot (see `uml.rs`).
+#[derive(Debug, Clone)]
+pub struct UmlTools {
+    /// The `linux.uml` executable.
+    pub linux: PathBuf,
+    /// Its module tree, `…/modules/<release>`.
+    pub modules: PathBuf,
+    /// The kernel release, e.g. `6.1.176`.
+    pub release: String,
+    /// The LD_PRELOAD library that lets it run on hosts with big XSAVE areas.
+    pub preload: PathBuf,
+}
+
+/// Installs what User-Mode Linux needs: Debian's `user-mode-linux` package
+/// downloaded and unpacked under `target/uml/root` (not installed), and the
+/// ptrace shim built with gcc.
+pub fn uml() -> Result<UmlTools> {
+    let mut apt = Apt::default();
+    apt.ensure(UML_PACKAGES)?;
+    let dir = crate::target_dir().join("uml");
+    let unpacked = dir.join("root");
+    let linux = unpacked.join("usr/bin/linux.uml");
+    if !linux.is_file() {
+        let debs = cache_dir("uml")?;
+        let deb = match find_deb(&debs, UML_PACKAGE)? {
+            Some(deb) => deb,
+            None => {
+                apt.update()?;
+                download(UML_PACKAGE, &debs)?;
+                find_deb(&debs, UML_PACKAGE)?.context("apt-get download left no .deb behind")?
+            }
+        };
+        unpack(&deb, &unpacked)?;
+    }
+    let module_root = unpacked.join("usr/lib/uml/modules");
+    let release = std::fs::read_dir(&module_root)
+        .with_context(|| format!("reading {}", module_root.display()))?
+        .filter_map(|entry| entry.ok())
+        .find(|entry| entry.path().join("modules.dep").is_file())
+        .and_then(|entry| entry.file_name().to_str().map(str::to_string))
+        .with_context(|| {
+            format!(
+                "no module tree with modules.dep under {}",
+                module_root.display()
+            )
+        })?;
+    let source = crate::workspace_root().join("xtask/uml/xstate_preload.c");
+    let preload = dir.join("xstate-preload.so");
+    let stale = |built: &Path| -> bool {
+        let modified = |path: &Path| {
+            std::fs::metadata(path)
+                .and_then(|meta| meta.modified())
+                .ok()
+        };
+        match (modified(built), modified(&source)) {
+            (Some(built), Some(source)) => built < source,
+            _ => true,
+        }
+    };
+    if stale(&preload) {
+        shell::run(
+            "gcc",
+            &[
+                "-O2",
+                "-Wall",
+                "-shared",
+                "-fPIC",
+                "-o",
+                &preload.to_string_lossy(),
+                &source.to_string_lossy(),
+                "-ldl",
+            ],
+        )?;
+    }
+    Ok(UmlTools {
+        linux,
+        modules: module_root.join(&release),
+        release,
+        preload,
+    })
 }
 
 /// apt-get, with its lists refreshed at most once per run.
@@ -232,31 +324,15 @@ fn ensure_kernel(apt: &mut Apt) -> Result<Kernel> {
         return Ok(kernel);
     }
     let debs = cache_dir("kernel")?;
-    let deb = match find_deb(&debs)? {
+    let deb = match find_deb(&debs, "linux-image-")? {
         Some(deb) => deb,
         None => {
             let package = apt.kernel_package()?;
-            eprintln!("xtask: apt-get download {package}");
-            let status = Command::new("apt-get")
-                .args(["download", "-q", "-o", "APT::Sandbox::User=root", &package])
-                .current_dir(&debs)
-                .status()
-                .context("starting apt-get download")?;
-            if !status.success() {
-                bail!("apt-get download {package} failed ({status})");
-            }
-            find_deb(&debs)?.context("apt-get download left no .deb behind")?
+            download(&package, &debs)?;
+            find_deb(&debs, "linux-image-")?.context("apt-get download left no .deb behind")?
         }
     };
-    let partial = unpacked.with_extension("partial");
-    let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir_all(&partial)?;
-    shell::run(
-        "dpkg",
-        &["-x", &deb.to_string_lossy(), &partial.to_string_lossy()],
-    )?;
-    let _ = std::fs::remove_dir_all(&unpacked);
-    std::fs::rename(&partial, &unpacked)?;
+    unpack(&deb, &unpacked)?;
     let kernel = unpacked_kernel(&unpacked)?
         .with_context(|| format!("{} holds no boot/vmlinuz-*", deb.display()))?;
     shell::run(
@@ -267,13 +343,42 @@ fn ensure_kernel(apt: &mut Apt) -> Result<Kernel> {
     Ok(kernel)
 }
 
-fn find_deb(dir: &Path) -> Result<Option<PathBuf>> {
+/// `apt-get download`s `package` into `dir` (nothing is installed).
+fn download(package: &str, dir: &Path) -> Result<()> {
+    eprintln!("xtask: apt-get download {package}");
+    let status = Command::new("apt-get")
+        .args(["download", "-q", "-o", "APT::Sandbox::User=root", package])
+        .current_dir(dir)
+        .status()
+        .context("starting apt-get download")?;
+    if !status.success() {
+        bail!("apt-get download {package} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Unpacks `deb` into `into` (replacing it) by way of a sibling directory,
+/// so an interrupted run never leaves a half-unpacked tree behind.
+fn unpack(deb: &Path, into: &Path) -> Result<()> {
+    let partial = into.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial)?;
+    shell::run(
+        "dpkg",
+        &["-x", &deb.to_string_lossy(), &partial.to_string_lossy()],
+    )?;
+    let _ = std::fs::remove_dir_all(into);
+    std::fs::rename(&partial, into).with_context(|| format!("moving {} into place", into.display()))
+}
+
+/// The newest `.deb` in `dir` whose name starts with `prefix`.
+fn find_deb(dir: &Path, prefix: &str) -> Result<Option<PathBuf>> {
     let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| {
             path.file_name()
                 .and_then(|name| name.to_str())
-                .is_some_and(|name| name.starts_with("linux-image-") && name.ends_with(".deb"))
+                .is_some_and(|name| name.starts_with(prefix) && name.ends_with(".deb"))
         })
         .collect();
     debs.sort();

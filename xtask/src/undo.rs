@@ -15,7 +15,8 @@
 //!   the marker file [`MODULES_MARKER`]; `/lib/modules` itself goes when it
 //!   is left empty (a real host always has its running kernel's modules
 //!   there, so an empty one is ours).
-//! - Downloads and unpacked kernels: `target/cache` and `target/vm`.
+//! - Downloads and unpacked kernels: `target/cache`, `target/vm` and
+//!   `target/uml`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -76,7 +77,7 @@ pub fn run() -> Result<()> {
     remove_pip_packages(&records.join(PIP_RECORD))?;
     remove_cargo_tools(&records.join(CARGO_RECORD))?;
     remove_modules()?;
-    for dir in ["cache", "vm"] {
+    for dir in ["cache", "vm", "uml"] {
         let path = crate::target_dir().join(dir);
         if path.exists() {
             std::fs::remove_dir_all(&path)
