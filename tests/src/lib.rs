@@ -25,6 +25,7 @@
 //! ```
 
 pub mod cni;
+pub mod counters;
 mod lab;
 mod netns;
 mod process;

@@ -62,6 +62,10 @@ pub enum Bench {
             default_value = "flannel,fastdp,fastdp-pure,sleeve,sleeve-encrypted"
         )]
         vm_variants: String,
+        /// The kernel with the datapath the VM part runs on: `uml` runs
+        /// natively (meaningful throughput), `qemu` emulates the CPU.
+        #[arg(long, value_enum, default_value = "qemu")]
+        kernel: crate::guest::Kernel,
     },
     /// The kernel datapath driver in the VM: batched flow installs ÷ one
     /// request per flow, dump rates, miss-upcall throughput.
@@ -95,12 +99,14 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             rounds,
             first_ping_trials,
             vm_variants,
+            kernel,
         } => dataplane(
             *seconds,
             *host_only,
             *rounds,
             *first_ping_trials,
             vm_variants,
+            *kernel,
         ),
         Bench::Odp(args) => odp::run(args),
     }
@@ -112,8 +118,9 @@ fn dataplane(
     rounds: u32,
     first_ping_trials: u32,
     vm_variants: &str,
+    kernel: crate::guest::Kernel,
 ) -> Result<ExitCode> {
-    let tools = crate::setup::all()?;
+    crate::setup::host()?;
     let bin = build_release(&["weave-router", "weave-cni", "weave-tests", "odp"])?;
     let argv = |variants: &str| -> Vec<String> {
         vec![
@@ -138,7 +145,10 @@ fn dataplane(
         .context("running weave-dp-bench")?;
     let mut ok = status.success();
     if !host_only {
-        println!("==> in the VM: fastdp ÷ Flannel-style VXLAN, sleeve ÷ fastdp");
+        println!(
+            "==> in {}: fastdp ÷ Flannel-style VXLAN, sleeve ÷ fastdp",
+            kernel.describe()
+        );
         let mut command = argv(vm_variants);
         command.extend([
             "--rounds".into(),
@@ -148,16 +158,7 @@ fn dataplane(
             "--odp".into(),
             bin.join("odp").to_string_lossy().into_owned(),
         ]);
-        let outcome = crate::vm::run(
-            &tools,
-            &crate::vm::VmArgs {
-                cpus: 2,
-                memory: "3G".into(),
-                timeout: 3600,
-                keep: false,
-                command,
-            },
-        )?;
+        let outcome = kernel.run("3G", 3600, command)?;
         ok &= outcome.status == 0;
     }
     Ok(if ok {

@@ -32,6 +32,52 @@ const PASSED_ENV: &[&str] = &[
     "CARGO_TARGET_DIR",
 ];
 
+/// The kernel a guest command runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernel {
+    /// Debian's stock kernel under QEMU (emulated CPU, SMP, nftables): the
+    /// correctness gate.
+    Qemu,
+    /// User-Mode Linux (native speed, one CPU, no nftables): where
+    /// throughput means something.
+    Uml,
+}
+
+impl Kernel {
+    /// What the kernel is called in messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kernel::Qemu => "the VM (QEMU without KVM)",
+            Kernel::Uml => "User-Mode Linux",
+        }
+    }
+
+    /// Installs what the kernel needs, boots it and runs `command` as root.
+    pub fn run(self, memory: &str, timeout: u64, command: Vec<String>) -> Result<Outcome> {
+        match self {
+            Kernel::Qemu => crate::vm::run(
+                &crate::setup::vm()?,
+                &crate::vm::VmArgs {
+                    cpus: 2,
+                    memory: memory.to_string(),
+                    timeout,
+                    keep: false,
+                    command,
+                },
+            ),
+            Kernel::Uml => crate::uml::run(
+                &crate::setup::uml()?,
+                &crate::uml::UmlArgs {
+                    memory: memory.to_string(),
+                    timeout,
+                    keep: false,
+                    command,
+                },
+            ),
+        }
+    }
+}
+
 /// How a command in a guest ended.
 #[derive(Debug)]
 pub struct Outcome {

@@ -23,6 +23,7 @@ const HOST_PACKAGES: &[&str] = &[
     "tcpdump",
     "iperf3",
     "procps",
+    "ethtool",
     "containernetworking-plugins",
 ];
 

@@ -43,6 +43,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 use weave_tests::cni::{Attachment, netns_path};
+use weave_tests::counters;
 use weave_tests::{Command, Host, Lab, Process, wait_for};
 
 /// What to measure.
@@ -85,6 +86,11 @@ struct Args {
     /// First-ping trials per mode (proactive, reactive only); 0 skips.
     #[arg(long, default_value_t = 0)]
     first_ping_trials: u32,
+    /// For experiments: a shell command run in every host's namespace of
+    /// the weave variants once the pods reach each other, before iperf3
+    /// (e.g. `ethtool -K vxlan-6784 gro off`). Repeatable.
+    #[arg(long = "host-tweak", value_name = "SHELL")]
+    host_tweaks: Vec<String>,
 }
 
 /// The pod MTU of every variant.
@@ -233,6 +239,16 @@ fn measure(variant: Variant, args: &Args, diagnose: bool) -> Result<Stream> {
                         .success())
                 },
             )?;
+            for tweak in &args.host_tweaks {
+                for host in lab.hosts() {
+                    let out = host.run(&["sh", "-c", tweak])?;
+                    println!(
+                        "    host{} tweak `{tweak}`: {}",
+                        host.index(),
+                        out.stdout.trim()
+                    );
+                }
+            }
             if fastdp {
                 let status = http(lab.host(0), "/status")?;
                 let fastdp_line = status
@@ -314,6 +330,9 @@ fn iperf(
         .in_netns(server_ns)
         .spawn(&log)?;
     let mut out = None;
+    let mut watched: Vec<&str> = vec![client_ns, server_ns];
+    watched.extend(lab.hosts().iter().map(|host| host.netns()));
+    let counters_before = path_counters(&watched);
     let busy_before = machine_busy_ticks();
     wait_for(Duration::from_secs(10), "iperf3 to connect", || {
         let run = Command::new("iperf3")
@@ -326,6 +345,8 @@ fn iperf(
         Ok(ok)
     })?;
     let busy = machine_busy_ticks().saturating_sub(busy_before);
+    println!("    loss and reordering counters that moved (client, server, hosts):");
+    print_path_deltas(&counters_before, &path_counters(&watched));
     let out = out.context("iperf3 did not run")?;
     let report: Value = serde_json::from_str(&out.stdout)
         .with_context(|| format!("iperf3 printed no JSON: {}{}", out.stdout, out.stderr))?;
@@ -785,26 +806,106 @@ fn cpu_report(
 fn sleeve_stats(host: &Host) -> (Value, Value) {
     let mut kernel = serde_json::Map::new();
     if let Ok(out) = host.run(&["cat", "/proc/net/snmp"]) {
-        // Pairs of lines: "Udp: Name Name…" then "Udp: 1 2…".
-        let lines: Vec<&str> = out.stdout.lines().collect();
-        for pair in lines.chunks(2) {
-            let [names, values] = pair else { continue };
-            let mut n = names.split_whitespace();
-            let proto = n.next().unwrap_or("").trim_end_matches(':');
-            if proto != "Udp" && proto != "Ip" {
-                continue;
-            }
-            for (name, value) in n.zip(values.split_whitespace().skip(1)) {
-                if let Ok(v) = value.parse::<u64>() {
-                    kernel.insert(format!("{proto}{name}"), json!(v));
-                }
-            }
+        for (name, value) in counters::parse_proc_net(&out.stdout, &["Udp", "Ip"]) {
+            kernel.insert(name, json!(value));
         }
     }
     (
         report(host)["Dataplane"]["Sleeve"].clone(),
         Value::Object(kernel),
     )
+}
+
+/// What tells reordering from loss on a path, per namespace: TCP's
+/// retransmission and reordering counters (TcpExt: out-of-order queueing
+/// at the receiver, DSACKs and SACK reordering at the sender, which mean
+/// the "lost" segment was only late), UDP and IP errors (the VXLAN
+/// underlay), and every link's drop counters.
+fn path_counters(namespaces: &[&str]) -> Vec<(String, Value)> {
+    namespaces
+        .iter()
+        .map(|ns| {
+            let mut counters: serde_json::Map<String, Value> = counters::read(ns)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, value)| (name, json!(value)))
+                .collect();
+            if let Ok(out) = Command::new("ip")
+                .args(["-s", "-j", "link"])
+                .in_netns(ns)
+                .output()
+            {
+                let links: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+                for link in links.as_array().into_iter().flatten() {
+                    let name = link["ifname"].as_str().unwrap_or("?");
+                    for dir in ["rx", "tx"] {
+                        for what in ["dropped", "errors"] {
+                            if let Some(v) = link["stats64"][dir][what].as_u64() {
+                                counters.insert(format!("{name}.{dir}_{what}"), json!(v));
+                            }
+                        }
+                    }
+                }
+            }
+            (ns.to_string(), Value::Object(counters))
+        })
+        .collect()
+}
+
+/// Counters whose movement during a bulk TCP transfer points at loss or
+/// reordering; the rest (segment counts and the like) always move.
+fn interesting(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "TcpRetransSegs",
+        "TcpExtTCPOFOQueue",
+        "TcpExtTCPOFODrop",
+        "TcpExtTCPOFOMerge",
+        "TcpExtTCPDSACKRecv",
+        "TcpExtTCPDSACKOldSent",
+        "TcpExtTCPDSACKUndo",
+        "TcpExtTCPSACKReorder",
+        "TcpExtTCPTSReorder",
+        "TcpExtTCPRenoReorder",
+        "TcpExtTCPLostRetransmit",
+        "TcpExtTCPFastRetrans",
+        "TcpExtTCPSlowStartRetrans",
+        "TcpExtTCPTimeouts",
+        "TcpExtTCPLossProbes",
+        "TcpExtTCPLossProbeRecovery",
+        "TcpExtTCPSpuriousRTOs",
+        "TcpExtTCPBacklogDrop",
+        "TcpExtTCPRcvQDrop",
+        "TcpExtTCPZeroWindowDrop",
+        "TcpExtPruneCalled",
+        "TcpExtRcvPruned",
+        "TcpExtListenDrops",
+        "UdpInErrors",
+        "UdpRcvbufErrors",
+        "UdpSndbufErrors",
+        "IpInDiscards",
+        "IpOutDiscards",
+        "IpReasmFails",
+    ];
+    NAMES.contains(&name) || name.ends_with("_dropped") || name.ends_with("_errors")
+}
+
+/// Prints, per namespace, the interesting counters that moved.
+fn print_path_deltas(before: &[(String, Value)], after: &[(String, Value)]) {
+    for ((ns, b), (_, a)) in before.iter().zip(after) {
+        let Some(a_map) = a.as_object() else { continue };
+        let moved: Vec<String> = a_map
+            .iter()
+            .filter(|(name, _)| interesting(name))
+            .filter_map(|(name, value)| {
+                let now = value.as_u64()?;
+                let then = b[name].as_u64().unwrap_or(0);
+                (now != then).then(|| format!("{name} +{}", now.saturating_sub(then)))
+            })
+            .collect();
+        if !moved.is_empty() {
+            println!("    {ns}: {}", moved.join(", "));
+        }
+    }
 }
 
 /// The counters of `after` that moved since `before`, as `name +delta`.

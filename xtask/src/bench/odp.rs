@@ -1,5 +1,6 @@
-//! `cargo xtask bench odp`: builds `odp/examples/odp_bench.rs` in release
-//! mode on the host, boots the VM once and runs it there: 100,000
+//! `cargo xtask bench odp [--kernel qemu|uml]`: builds
+//! `odp/examples/odp_bench.rs` in release mode on the host, boots the VM
+//! (or User-Mode Linux) once and runs it there: 100,000
 //! exact-match flow installs batched against one request per flow (go-odp's
 //! way), dump rates, batched deletes and miss-upcall throughput, each with
 //! its ratio to a baseline measured in the same run. The table is also saved
@@ -9,8 +10,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::setup;
-use crate::vm::{self, VmArgs};
+use crate::guest::Kernel;
 
 /// Options of `cargo xtask bench odp`.
 #[derive(Debug, Clone, clap::Args)]
@@ -21,7 +21,10 @@ pub struct OdpArgs {
     /// Packets to send into the datapath in each upcall run.
     #[arg(long, default_value_t = 50_000)]
     pub packets: u32,
-    /// Guest memory, as QEMU takes it.
+    /// The kernel to run on: `uml` runs natively, `qemu` emulates the CPU.
+    #[arg(long, value_enum, default_value = "qemu")]
+    pub kernel: Kernel,
+    /// Guest memory (`2G`, `4096M`).
     #[arg(long, default_value = "2G")]
     pub memory: String,
     /// Give up after this many seconds.
@@ -68,34 +71,32 @@ fn build_example(package: &str, example: &str) -> Result<String> {
 /// Runs the benchmark in one VM boot.
 pub fn run(args: &OdpArgs) -> Result<ExitCode> {
     let exe = build_example("odp", "odp_bench")?;
-    let tools = setup::vm()?;
-    let outcome = vm::run(
-        &tools,
-        &VmArgs {
-            cpus: 2,
-            memory: args.memory.clone(),
-            timeout: args.timeout,
-            keep: false,
-            command: vec![
-                exe,
-                "--flows".into(),
-                args.flows.to_string(),
-                "--packets".into(),
-                args.packets.to_string(),
-            ],
-        },
+    let outcome = args.kernel.run(
+        &args.memory,
+        args.timeout,
+        vec![
+            exe,
+            "--flows".into(),
+            args.flows.to_string(),
+            "--packets".into(),
+            args.packets.to_string(),
+        ],
     )?;
     if outcome.status != 0 {
         bail!("the benchmark exited with status {}", outcome.status);
     }
     let dir = crate::target_dir().join("bench");
     std::fs::create_dir_all(&dir)?;
-    let saved = dir.join("odp.md");
+    let saved = dir.join(match args.kernel {
+        Kernel::Qemu => "odp.md",
+        Kernel::Uml => "odp-uml.md",
+    });
     std::fs::write(&saved, &outcome.stdout)
         .with_context(|| format!("writing {}", saved.display()))?;
     eprintln!(
-        "xtask bench: table saved to {} (measured in a VM under QEMU without KVM)",
-        saved.display()
+        "xtask bench: table saved to {} (measured in {})",
+        saved.display(),
+        args.kernel.describe()
     );
     Ok(ExitCode::SUCCESS)
 }
