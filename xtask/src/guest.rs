@@ -32,6 +32,23 @@ const PASSED_ENV: &[&str] = &[
     "CARGO_TARGET_DIR",
 ];
 
+/// The options every guest takes on the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GuestArgs {
+    /// Guest memory (`2G`, `4096M`).
+    #[arg(long, default_value = "2G")]
+    pub memory: String,
+    /// Give up (and kill the guest) after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+    /// Keep the run directory (script, console log, outputs) even on success.
+    #[arg(long)]
+    pub keep: bool,
+    /// The command to run in the guest, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
 /// The kernel a guest command runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kernel {
@@ -53,27 +70,19 @@ impl Kernel {
     }
 
     /// Installs what the kernel needs, boots it and runs `command` as root.
+    /// The QEMU VM gets two CPUs; UML has one.
     pub fn run(self, memory: &str, timeout: u64, command: Vec<String>) -> Result<Outcome> {
+        let guest = GuestArgs {
+            memory: memory.to_string(),
+            timeout,
+            keep: false,
+            command,
+        };
         match self {
-            Kernel::Qemu => crate::vm::run(
-                &crate::setup::vm()?,
-                &crate::vm::VmArgs {
-                    cpus: 2,
-                    memory: memory.to_string(),
-                    timeout,
-                    keep: false,
-                    command,
-                },
-            ),
-            Kernel::Uml => crate::uml::run(
-                &crate::setup::uml()?,
-                &crate::uml::UmlArgs {
-                    memory: memory.to_string(),
-                    timeout,
-                    keep: false,
-                    command,
-                },
-            ),
+            Kernel::Qemu => {
+                crate::vm::run(&crate::setup::vm()?, &crate::vm::VmArgs { cpus: 2, guest })
+            }
+            Kernel::Uml => crate::uml::run(&crate::setup::uml()?, &guest),
         }
     }
 }

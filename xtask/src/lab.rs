@@ -12,8 +12,8 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+use crate::guest;
 use crate::setup;
-use crate::vm::{self, VmArgs};
 
 /// The data plane of the lab's routers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,12 +71,10 @@ pub fn run_once(args: &LabArgs) -> Result<i32> {
     }
     // Idempotent and quick when everything is there; on a fresh machine
     // this is what makes `cargo xtask lab` work as the first command.
-    let tools = if in_vm {
-        Some(setup::vm().and_then(|tools| setup::host().map(|()| tools))?)
-    } else {
-        setup::host()?;
-        None
-    };
+    if in_vm {
+        setup::vm()?;
+    }
+    setup::host()?;
     let bin = build()?;
     let mut argv: Vec<String> = vec![
         bin.join("weave-lab").to_string_lossy().into_owned(),
@@ -99,17 +97,7 @@ pub fn run_once(args: &LabArgs) -> Result<i32> {
             "==> this kernel has no openvswitch module: running the fastdp lab in the VM \
              (QEMU without KVM: slow to boot)"
         );
-        let tools = tools.context("the VM's tools were not set up")?;
-        let outcome = vm::run(
-            &tools,
-            &VmArgs {
-                cpus: 2,
-                memory: "3G".into(),
-                timeout: 900,
-                keep: false,
-                command: argv,
-            },
-        )?;
+        let outcome = guest::Kernel::Qemu.run("3G", 900, argv)?;
         return Ok(outcome.status);
     }
     let status = Command::new(&argv[0])

@@ -45,7 +45,7 @@ enum Command {
     Vm(vm::VmArgs),
     /// Run a command as root in User-Mode Linux (native speed, one CPU,
     /// the Open vSwitch datapath; no nftables).
-    Uml(uml::UmlArgs),
+    Uml(guest::GuestArgs),
     /// Run fuzz targets for a while (default: all, 60 s each).
     Fuzz(fuzz::FuzzArgs),
     /// Install what the tests and the VM need (idempotent), or with

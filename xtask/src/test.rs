@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use crate::guest::GuestArgs;
 use crate::setup::{self, VmTools};
 use crate::vm::{self, VmArgs};
 
@@ -471,10 +472,12 @@ fn vm_stage(tools: &VmTools, targets: &Targets, memory: &str) -> Result<Counts> 
         tools,
         &VmArgs {
             cpus: 2,
-            memory: memory.to_string(),
-            timeout: 1800,
-            keep: false,
-            command: vec!["sh".into(), "-c".into(), script],
+            guest: GuestArgs {
+                memory: memory.to_string(),
+                timeout: 1800,
+                keep: false,
+                command: vec!["sh".into(), "-c".into(), script],
+            },
         },
     )?;
     let mut counts = Counts::default();

@@ -29,32 +29,15 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::guest;
+use crate::guest::{self, GuestArgs};
 use crate::setup::{self, UmlTools};
 use crate::shell::quote;
 
 /// Modules the guest loads before running the command.
 const MODULES: &[&str] = &["openvswitch", "vport-vxlan", "veth", "bridge"];
 
-/// Options of `cargo xtask uml`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct UmlArgs {
-    /// Guest memory, as UML's `mem=` takes it (`2G`, `4096M`).
-    #[arg(long, default_value = "2G")]
-    pub memory: String,
-    /// Give up (and kill the kernel) after this many seconds.
-    #[arg(long, default_value_t = 1800)]
-    pub timeout: u64,
-    /// Keep the run directory (script, console log, outputs) even on success.
-    #[arg(long)]
-    pub keep: bool,
-    /// The command to run in the guest, after `--`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
-}
-
 /// `cargo xtask uml`: runs the command and exits with its status.
-pub fn run_cli(args: &UmlArgs) -> Result<ExitCode> {
+pub fn run_cli(args: &GuestArgs) -> Result<ExitCode> {
     let tools = setup::uml()?;
     let outcome = run(&tools, args)?;
     Ok(ExitCode::from(
@@ -64,7 +47,7 @@ pub fn run_cli(args: &UmlArgs) -> Result<ExitCode> {
 
 /// Boots UML, runs `args.command` in it and returns how it ended. The
 /// command's stdout and stderr are streamed to ours as they arrive.
-pub fn run(tools: &UmlTools, args: &UmlArgs) -> Result<guest::Outcome> {
+pub fn run(tools: &UmlTools, args: &GuestArgs) -> Result<guest::Outcome> {
     let root = crate::workspace_root();
     let target = crate::target_dir();
     let dir = guest::run_dir("uml")?;

@@ -27,18 +27,9 @@ pub struct VmArgs {
     /// Virtual CPUs.
     #[arg(long, default_value_t = 2)]
     pub cpus: u32,
-    /// Guest memory, as QEMU takes it (`2G`, `4096M`).
-    #[arg(long, default_value = "2G")]
-    pub memory: String,
-    /// Give up (and kill the VM) after this many seconds.
-    #[arg(long, default_value_t = 1800)]
-    pub timeout: u64,
-    /// Keep the run directory (script, console log, outputs) even on success.
-    #[arg(long)]
-    pub keep: bool,
-    /// The command to run in the VM, after `--`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
+    /// Memory, timeout, the command.
+    #[command(flatten)]
+    pub guest: guest::GuestArgs,
 }
 
 /// How a command in the VM ended.
@@ -71,7 +62,14 @@ pub fn run(tools: &VmTools, args: &VmArgs) -> Result<VmOutcome> {
         .collect();
     std::fs::write(
         &script,
-        guest::script(&dir, &cwd, &args.command, &prepare, ":", "WEAVE_IN_VM"),
+        guest::script(
+            &dir,
+            &cwd,
+            &args.guest.command,
+            &prepare,
+            ":",
+            "WEAVE_IN_VM",
+        ),
     )?;
 
     let console_path = dir.join("console.log");
@@ -80,7 +78,7 @@ pub fn run(tools: &VmTools, args: &VmArgs) -> Result<VmOutcome> {
     vng.arg("--run")
         .arg(&tools.kernel.image)
         .args(["--disable-kvm", "--force-9p", "--verbose"])
-        .args(["--memory", &args.memory])
+        .args(["--memory", &args.guest.memory])
         .args(["--cpus", &args.cpus.to_string()])
         .arg("--rwdir")
         .arg(&root);
@@ -101,5 +99,12 @@ pub fn run(tools: &VmTools, args: &VmArgs) -> Result<VmOutcome> {
     let child = vng
         .spawn()
         .with_context(|| format!("starting {}", tools.vng.display()))?;
-    guest::supervise(child, &dir, &console_path, args.timeout, args.keep, "VM")
+    guest::supervise(
+        child,
+        &dir,
+        &console_path,
+        args.guest.timeout,
+        args.guest.keep,
+        "VM",
+    )
 }
