@@ -35,7 +35,9 @@ pub struct Options {
     #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
 
-    /// Address to bind the mesh listener to (all addresses if absent).
+    /// IPv4 address the router listens on: the TCP mesh listener and both
+    /// sleeve UDP sockets (all addresses if absent). fastdp's VXLAN port
+    /// belongs to the kernel, which binds it to all addresses.
     #[arg(long)]
     pub host: Option<std::net::IpAddr>,
 

@@ -156,6 +156,16 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         .iter()
         .map(|net| IpNet::V4(*net))
         .collect();
+    // Every listening socket follows --host (the sleeve is IPv4 only).
+    let sleeve_host = match options.host {
+        None => Ipv4Addr::UNSPECIFIED,
+        Some(IpAddr::V4(host)) => host,
+        Some(IpAddr::V6(host)) => {
+            return Err(anyhow!(
+                "--host {host}: the sleeve runs over IPv4; give an IPv4 address"
+            ));
+        }
+    };
     // The data plane first: the bridge type decides the overlays offered.
     let (events, queue) = mpsc::unbounded_channel();
     let overlay_events = events.clone();
@@ -164,6 +174,7 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
             ourself: name,
             bridge: options.bridge_config(crate::net::link::MacAddr(name.to_bytes())),
             port: options.port,
+            host: sleeve_host,
             encrypted: options.password.is_some(),
             proactive_flows: !options.no_proactive_flows,
         },
