@@ -112,28 +112,43 @@ pub fn status_text(snapshot: &Snapshot) -> String {
     if let Some(ipam) = &snapshot.ipam {
         let _ = writeln!(out);
         let _ = writeln!(out, "        Service: ipam");
-        let _ = writeln!(out, "         Status: {}", ipam.status_line());
-        let _ = writeln!(out, "          Range: {}", ipam.range);
-        let _ = writeln!(out, "  DefaultSubnet: {}", ipam.range);
-        if !ipam.cidr_view.is_empty() {
-            let prefixes: Vec<String> = ipam.cidr_view.iter().map(ToString::to_string).collect();
-            let _ = writeln!(out, "       Prefixes: {}", prefixes.join(" "));
-        }
-        for pending in ipam.pending_allocates.iter().chain(&ipam.pending_claims) {
-            let _ = writeln!(
-                out,
-                "        Waiting: {} {}: {}",
-                pending.ident, pending.cidr, pending.reason
-            );
-        }
+        ipam_state_lines(ipam, &mut out);
     }
     out
 }
 
+/// The allocator's state in `/status`'s layout: its status (ready,
+/// awaiting consensus with the quorum, priming, idle), the range, the
+/// owned prefixes and what waits.
+fn ipam_state_lines(ipam: &IpamStatus, out: &mut String) {
+    let _ = writeln!(out, "         Status: {}", ipam.status_line());
+    let _ = writeln!(out, "          Range: {}", ipam.range);
+    let _ = writeln!(out, "  DefaultSubnet: {}", ipam.range);
+    if !ipam.cidr_view.is_empty() {
+        let prefixes: Vec<String> = ipam.cidr_view.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "       Prefixes: {}", prefixes.join(" "));
+    }
+    for pending in ipam.pending_allocates.iter().chain(&ipam.pending_claims) {
+        let _ = writeln!(
+            out,
+            "        Waiting: {} {}: {}",
+            pending.ident, pending.cidr, pending.reason
+        );
+    }
+}
+
 /// `GET /status/ipam`: each owning peer's share of the range, and our
-/// owned ranges as the aligned prefixes the data plane installs.
+/// owned ranges as the aligned prefixes the data plane installs. Before
+/// the ring has an owner (no allocation or claim yet) Weave's page would
+/// be empty; ours then says the allocator's state instead: the range and
+/// that it awaits consensus (with quorum and known peers), primes or idles.
 pub fn ipam_text(snapshot: &Snapshot) -> String {
     match &snapshot.ipam {
+        Some(ipam) if ipam.entries.is_empty() => {
+            let mut text = String::new();
+            ipam_state_lines(ipam, &mut text);
+            text
+        }
         Some(ipam) => {
             let mut text = ipam.ranges_text();
             if !ipam.cidr_view.is_empty() {
