@@ -88,6 +88,12 @@ pub struct Options {
     #[arg(long, default_value = "/weavedb/weave")]
     pub db_prefix: PathBuf,
 
+    /// Directory where the CNI plugin leaves the releases of containers
+    /// deleted while the router was down (its `ipam.pendingReleaseDir`);
+    /// drained at start and every few seconds.
+    #[arg(long, default_value = weave_cni::pending::DEFAULT_DIR)]
+    pub pending_release_dir: PathBuf,
+
     /// Name of the weave bridge.
     #[arg(long, default_value = "weave")]
     pub weave_bridge: String,

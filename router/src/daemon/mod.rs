@@ -12,6 +12,7 @@ pub mod http;
 pub mod identity;
 pub mod ipam;
 pub mod ipam_store;
+pub mod pending;
 pub mod persist;
 pub mod status;
 
@@ -231,6 +232,18 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         crate::ipam::Allocator::new(ipam_config, persisted, clock.wall(Instant::now()))
             .map_err(|error| anyhow!("IP allocation: {error}"))?;
     let ipam_channel = ipam::IpamChannel::new(allocator, clock, startup);
+
+    // Releases the CNI plugin left while we were down go first: queued
+    // before the HTTP API can take an allocation.
+    let pending_dir = weave_cni::pending::PendingDir::new(&options.pending_release_dir);
+    match pending::queue(&pending_dir, &events).await {
+        Ok(Some(queued)) => {
+            tokio::spawn(pending::finish(queued));
+        }
+        Ok(None) => {}
+        Err(error) => warn!(%error, "draining deferred releases at start"),
+    }
+    tokio::spawn(pending::drain_forever(pending_dir, events.clone()));
 
     let bind_ip = options.host.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let listener = TcpListener::bind(SocketAddr::new(bind_ip, options.port))
