@@ -44,11 +44,16 @@ pub enum DrainError {
 }
 
 /// Locks `dir`, reads its records and queues a release of each id on the
-/// router's event queue. Returns at once when there are none.
+/// router's event queue. Returns at once when there are none, and when
+/// the directory does not exist (the plugin creates it with its first
+/// record; the router leaves the host's file system alone until then).
 pub async fn queue(
     dir: &PendingDir,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Result<Option<Queued>, DrainError> {
+    if !dir.path().is_dir() {
+        return Ok(None);
+    }
     let owned = dir.clone();
     let (locked, ids) = tokio::task::spawn_blocking(move || {
         let locked = owned.lock()?;
