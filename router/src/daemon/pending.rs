@@ -71,6 +71,14 @@ pub async fn queue(
     }
     let mut releases = Vec::with_capacity(ids.len());
     for ident in ids {
+        // The registration too, in case the DEL found us up but not ready
+        // (a restarted router has none).
+        let (removed, _) = oneshot::channel();
+        let forget = Control::ContainerRemoved {
+            id: ident.clone(),
+            reply: removed,
+        };
+        let _ = events.send(Event::Control(forget));
         let (reply, answer) = oneshot::channel();
         let call = IpamCall::Delete {
             ident: ident.clone(),
