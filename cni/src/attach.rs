@@ -342,6 +342,36 @@ fn bridge_address(
     Ok(exposed.addr())
 }
 
+/// Exposes the bridge before the container's address is allocated, when
+/// the bridge will be the container's gateway (weave IPAM, no configured
+/// gateway or routes) and has no address yet: the bridge then takes the
+/// first address of the node's share (10.32.0.1 on the node that owns the
+/// start of the range), as on Weave's Kubernetes nodes, where the
+/// DaemonSet's `weave expose` runs when the router starts, before the
+/// first pod. (Weave's plugin alone allocated the pod first and the bridge
+/// second.) [`bridge_address`] still covers a bridge that loses its
+/// address between the two steps.
+pub fn expose_bridge_first(router: &Router, conf: &NetConf) -> Result<(), CniError> {
+    if !conf.ipam.is_weave() || conf.ipam.gateway.is_some() || !conf.ipam.routes.is_empty() {
+        return Ok(());
+    }
+    let mut rtnl = Rtnl::open().map_err(kernel)?;
+    let (bridge, _) = bridge(&mut rtnl, &conf.bridge)?;
+    if !rtnl.addresses_v4(bridge.index).map_err(kernel)?.is_empty() {
+        return Ok(());
+    }
+    let exposed = router.allocate(EXPOSE_ID, conf.ipam.subnet)?;
+    if !router.expose(exposed)? {
+        // As in bridge_address: no /expose on this router.
+        if let Err(error) = rtnl.add_address(bridge.index, exposed) {
+            if error.errno() != Some(libc::EEXIST) {
+                return Err(kernel(error));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn container_setup(
     ifname: &str,
     addr: Ipv4Net,

@@ -1,14 +1,17 @@
 //! The network configuration on stdin, as `weave-net` and `weave-ipam`
 //! read it: Weave's keys (`bridge`, `mtu`, `hairpinMode`, `ipam.subnet`,
-//! `ipam.gateway`, `ipam.routes`) plus what the spec adds (`prevResult`,
+//! `ipam.gateway`, `ipam.routes`), weave-rs's `ipam.pendingReleaseDir`,
+//! plus what the spec adds (`prevResult`,
 //! `cni.dev/valid-attachments`).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 use serde_json::{Map, Value};
 
 use crate::error::{CniError, Code};
+use crate::pending::PendingDir;
 use crate::result::{CniResult, Dns, Route, parse_dns, parse_routes};
 use crate::version::Version;
 
@@ -29,12 +32,24 @@ pub struct IpamConf {
     pub gateway: Option<Ipv4Addr>,
     /// Routes to install instead of the default route.
     pub routes: Vec<Route>,
+    /// Where DEL leaves a release for the router when it cannot be
+    /// reached (`pendingReleaseDir`; default [`crate::pending::DEFAULT_DIR`]).
+    pub pending_release_dir: Option<PathBuf>,
 }
 
 impl IpamConf {
     /// Whether weave-router's IPAM serves this network.
     pub fn is_weave(&self) -> bool {
         self.plugin.is_empty() || self.plugin == WEAVE_IPAM
+    }
+
+    /// The directory of deferred releases.
+    pub fn pending(&self) -> PendingDir {
+        PendingDir::new(
+            self.pending_release_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(crate::pending::DEFAULT_DIR)),
+        )
     }
 }
 
@@ -249,11 +264,21 @@ fn parse_ipam(obj: &Map<String, Value>) -> Result<IpamConf, CniError> {
         }
         Some(other) => return Err(invalid(format!("ipam.routes must be a list, not {other}"))),
     };
+    let pending_release_dir = match get_str(obj, "pendingReleaseDir")?.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(dir) if dir.starts_with('/') => Some(PathBuf::from(dir)),
+        Some(dir) => {
+            return Err(invalid(format!(
+                "ipam.pendingReleaseDir {dir:?} is not an absolute path"
+            )));
+        }
+    };
     Ok(IpamConf {
         plugin: get_str(obj, "type")?.unwrap_or_default(),
         subnet,
         gateway,
         routes,
+        pending_release_dir,
     })
 }
 

@@ -12,8 +12,11 @@ use crate::error::{CniError, Code};
 use crate::result::{CniResult, IpConfig};
 use crate::router::Router;
 
-/// ADD: allocates (or finds) the container's address.
+/// ADD: allocates (or finds) the container's address. A release of the
+/// same id left while the router was down is cancelled first (see
+/// [`crate::pending`]): the id is live again, its address must stay.
 pub fn add(router: &Router, conf: &NetConf, id: &str) -> Result<CniResult, CniError> {
+    cancel_deferred_release(conf, id)?;
     let address = router.allocate(id, conf.ipam.subnet)?;
     Ok(CniResult {
         ips: vec![IpConfig {
@@ -26,9 +29,66 @@ pub fn add(router: &Router, conf: &NetConf, id: &str) -> Result<CniResult, CniEr
     })
 }
 
-/// DEL: frees every address of the container.
-pub fn del(router: &Router, id: &str) -> Result<(), CniError> {
-    router.release(id)
+/// DEL: frees every address of the container; when the router cannot be
+/// reached, leaves that to it (see [`release_or_defer`]).
+pub fn del(router: &Router, conf: &NetConf, id: &str) -> Result<(), CniError> {
+    release_or_defer(router, conf, id)
+}
+
+/// Frees `id`'s addresses. When the router cannot be reached (or answers
+/// that it is not ready), records the release in the pending directory
+/// for the router to do when it is back, and succeeds: a DEL must not
+/// wait for the router. Fails only if the record cannot be written
+/// either (the runtime then retries the DEL).
+pub fn release_or_defer(router: &Router, conf: &NetConf, id: &str) -> Result<(), CniError> {
+    let error = match router.release(id) {
+        Ok(()) => return Ok(()),
+        Err(error) if error.code == Code::TryAgainLater && valid_container_id(id) => error,
+        Err(error) => return Err(error),
+    };
+    let pending = conf.ipam.pending();
+    match pending.lock().and_then(|locked| locked.defer(id)) {
+        Ok(()) => {
+            eprintln!(
+                "weave-cni: {}: the addresses of {id} are left in {} for weave-router to free when it is back",
+                error.msg,
+                pending.path().display()
+            );
+            Ok(())
+        }
+        Err(io) => {
+            let details = format!(
+                "{}; and recording the release in {} failed: {io}",
+                error.details,
+                pending.path().display()
+            );
+            Err(error.with_details(details))
+        }
+    }
+}
+
+/// Removes a deferred release of `id`, under the directory's lock, if one
+/// was left.
+fn cancel_deferred_release(conf: &NetConf, id: &str) -> Result<(), CniError> {
+    let pending = conf.ipam.pending();
+    if !pending.has_record(id) {
+        return Ok(());
+    }
+    let cancelled = pending.lock().and_then(|locked| locked.cancel(id));
+    match cancelled {
+        Ok(true) => {
+            eprintln!(
+                "weave-cni: {id} is added again: its release left while weave-router was down is cancelled"
+            );
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(io) => Err(CniError::new(
+            Code::Io,
+            format!("cannot cancel the deferred release of {id}"),
+        )
+        .with_details(format!("{}: {io}", pending.path().display()))),
+    }
 }
 
 /// CHECK: every IPv4 address `expected` lists is still reserved for `id`.

@@ -18,6 +18,7 @@ pub mod http;
 pub mod install;
 pub mod ipam;
 pub mod netns;
+pub mod pending;
 pub mod plugin;
 pub mod result;
 pub mod router;

@@ -67,7 +67,7 @@ pub fn run(
     match (plugin, env.command) {
         (_, Command::Version) => Ok(Some(version_answer(stdin))),
         (Plugin::Ipam, Command::Add) => ipam::add(router, &conf, env.id()).map(print),
-        (Plugin::Ipam, Command::Del) => ipam::del(router, env.id()).map(|()| None),
+        (Plugin::Ipam, Command::Del) => ipam::del(router, &conf, env.id()).map(|()| None),
         (Plugin::Ipam, Command::Check) => {
             let prev = require_prev(&conf)?;
             ipam::check(router, &conf, env.id(), &ipam::v4_addresses(prev, None)).map(|()| None)
@@ -139,6 +139,7 @@ fn net_add(
         ));
     }
     drop(netns);
+    attach::expose_bridge_first(router, conf)?;
     let ipam_result = if conf.ipam.is_weave() {
         ipam::add(router, conf, env.id())?
     } else {
@@ -173,7 +174,7 @@ fn net_del(conf: &NetConf, env: &CniEnv, stdin: &[u8], router: &Router) -> Resul
     }
     router.unregister_container(env.id());
     if conf.ipam.is_weave() {
-        router.release(env.id())?;
+        ipam::release_or_defer(router, conf, env.id())?;
     } else {
         delegate::run(&conf.ipam.plugin, "DEL", env, stdin)?;
     }

@@ -207,18 +207,23 @@ fn netns_cni_lifecycle_and_spec_edge_cases() -> Result<()> {
     no_netns.netns = None;
     rt.del_list(&list, &no_netns, None)?;
 
-    // Router down: ADD and DEL say "try again later", STATUS says 50.
+    // Router down: ADD says "try again later", DEL succeeds and leaves
+    // the release for the router, STATUS says 50.
     router.kill()?;
     let pod3 = lab.add_netns("pod3")?;
     let c = Attachment::new("c3-0123456789", &pod3);
-    let conf = common::derive(&list, &list["plugins"][0], None, Some(&c));
+    let mut conf = common::derive(&list, &list["plugins"][0], None, Some(&c));
+    let pending = lab.dir().join("pending-release");
+    conf["ipam"] = json!({"pendingReleaseDir": pending.display().to_string()});
     ensure!(
         rt.exec("ADD", &conf, Some(&c))?.code()? == 11,
         "ADD with the router down"
     );
+    let del = rt.exec("DEL", &conf, Some(&c))?;
+    ensure!(del.success, "DEL with the router down: {del:?}");
     ensure!(
-        rt.exec("DEL", &conf, Some(&c))?.code()? == 11,
-        "DEL with the router down"
+        pending.join("c3-0123456789").is_file(),
+        "no release left for the router"
     );
     let status = rt
         .status_list(&list)?
@@ -384,5 +389,123 @@ fn netns_cni_pods_on_two_hosts_ping() -> Result<()> {
             )
         })?;
     }
+    Ok(())
+}
+
+/// The addresses `id` holds, from the router on `host` (empty when none).
+fn held(host: &weave_tests::Host, id: &str) -> Result<String> {
+    Ok(http(host, "GET", &format!("/ip/{id}"))?
+        .unwrap_or_default()
+        .trim()
+        .to_string())
+}
+
+/// The bridge is exposed before the first pod's address (it takes
+/// 10.32.0.1, the pod 10.32.0.2), and a DEL while the router is down
+/// succeeds: the veth goes at once, the release waits in the pending
+/// directory, and the restarted router frees the address exactly once
+/// while a live pod keeps its own.
+#[test]
+fn netns_cni_del_with_router_down_and_bridge_exposed_first() -> Result<()> {
+    let lab = Lab::new(1)?;
+    let host = lab.host(0);
+    let pending = lab.dir().join("pending-release");
+    let pending_s = pending.display().to_string();
+    let args = [
+        "--ipalloc-range",
+        "10.32.0.0/12",
+        "--pending-release-dir",
+        &pending_s,
+    ];
+    let mut router = start_router(host, &args, &[])?;
+    wait_router(host, &router)?;
+    let rt = Runtime::new(host.netns())?;
+    let list = json!({
+        "cniVersion": "1.1.0",
+        "name": "weave",
+        "plugins": [{
+            "type": "weave-net",
+            "ipam": {"pendingReleaseDir": pending_s},
+        }],
+    });
+    let add = |id: &str, pod: &str| -> Result<String> {
+        let result = rt
+            .add_list(&list, &Attachment::new(id, pod))
+            .with_context(|| format!("ADD {id}"))?;
+        Ok(result["ips"][0]["address"]
+            .as_str()
+            .context("address")?
+            .to_string())
+    };
+
+    // Item: the bridge first, as a Weave Kubernetes node has it.
+    let gone_pod = lab.add_netns("gone")?;
+    let gone = add("gone-0123456789", &gone_pod)?;
+    let bridge = host.run(&["ip", "-4", "addr", "show", "weave"])?.stdout;
+    ensure!(
+        bridge.contains("inet 10.32.0.1/12"),
+        "the bridge did not get the first address:\n{bridge}"
+    );
+    ensure!(
+        held(host, "weave:expose")? == "10.32.0.1/12",
+        "weave:expose holds {:?}",
+        held(host, "weave:expose")?
+    );
+    ensure!(gone == "10.32.0.2/12", "first pod got {gone}");
+    let live_pod = lab.add_netns("live")?;
+    let live = add("live-0123456789", &live_pod)?;
+
+    // The router goes down; the DEL still succeeds.
+    router.stop(Duration::from_secs(10))?;
+    let a = Attachment::new("gone-0123456789", &gone_pod);
+    rt.del_list(&list, &a, None)
+        .context("DEL with the router down")?;
+    ensure!(
+        host.run(&["ip", "link", "show", "vethweplgone-01"])
+            .is_err(),
+        "the veth outlived the DEL"
+    );
+    ensure!(
+        pending.join("gone-0123456789").is_file(),
+        "no pending release recorded in {pending_s}"
+    );
+    // The runtime may repeat the DEL: still a success, one record.
+    rt.del_list(&list, &a, None).context("repeated DEL")?;
+
+    // Back up: the release is done before anything else, once.
+    let router = start_router(host, &args, &[])?;
+    wait_router(host, &router)?;
+    wait_for(Duration::from_secs(10), "the pending record to go", || {
+        Ok(!pending.join("gone-0123456789").exists())
+    })
+    .with_context(|| common::tail(&router.log(), 30))?;
+    ensure!(
+        held(host, "gone-0123456789")?.is_empty(),
+        "the deleted pod still holds {}",
+        held(host, "gone-0123456789")?
+    );
+    ensure!(
+        held(host, "live-0123456789")? == live,
+        "the live pod lost {live}"
+    );
+    // A new pod gets the freed address, never the live pod's; a later
+    // drain (every 5 s) frees nothing more.
+    let new_pod = lab.add_netns("new")?;
+    let new = add("new-0123456789", &new_pod)?;
+    ensure!(new != live, "the new pod got the live pod's {live}");
+    ensure!(new == gone, "the freed {gone} was not reused (got {new})");
+    std::thread::sleep(Duration::from_secs(6));
+    ensure!(
+        held(host, "new-0123456789")? == new && held(host, "live-0123456789")? == live,
+        "a later drain freed a live address"
+    );
+    let log = router.log();
+    ensure!(
+        log.matches("freed the addresses of a container deleted while the router was down")
+            .count()
+            == 1,
+        "released other than once:\n{}",
+        common::tail(&log, 30)
+    );
     Ok(())
 }

@@ -186,3 +186,47 @@ fn netns_ipam_rmpeer_and_claim_transfer() -> Result<()> {
     ensure!(bad.stdout.trim() == "400", "bad claim gave {}", bad.stdout);
     Ok(())
 }
+
+/// `/status/ipam` is never an empty page: before any allocation it shows
+/// the range and Weave's `idle` (consensus is deferred to the first
+/// request), and while the first request waits for a quorum it shows
+/// that it awaits consensus, with quorum and known peers, and what waits.
+#[test]
+fn netns_ipam_status_page_before_the_ring_exists() -> Result<()> {
+    let lab = Lab::new(1)?;
+    let host = lab.host(0);
+    // Consensus among two, and the other never comes.
+    let router = start(host, &["--ipalloc-init", "consensus=2"], &[])?;
+    wait_for_api(&lab, &[&router])?;
+    let idle = http(host, "GET", "/status/ipam", &[])?;
+    ensure!(
+        idle.contains("Status: idle") && idle.contains("Range: 10.32.0.0/12"),
+        "/status/ipam before any request:\n{idle}"
+    );
+    let _waiting = host.spawn(
+        "allocate",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "60",
+            "-X",
+            "POST",
+            "http://127.0.0.1:6784/ip/first-0123456789",
+        ],
+    )?;
+    let mut page = String::new();
+    with_logs(
+        wait_for(SETTLE, "/status/ipam to say it awaits consensus", || {
+            page = http(host, "GET", "/status/ipam", &[])?;
+            Ok(
+                page.contains("Status: awaiting consensus (quorum: 2, known: 1)")
+                    && page.contains("Range: 10.32.0.0/12")
+                    && page.contains("Waiting: first-0123456789"),
+            )
+        }),
+        &[&router],
+    )
+    .with_context(|| format!("/status/ipam:\n{page}"))?;
+    Ok(())
+}

@@ -619,3 +619,137 @@ fn netns_sleeve_replayed_datagram_is_dropped() -> Result<()> {
     a.run(&["ping", "-c1", "-W2", &b.ip])?;
     Ok(())
 }
+
+/// The router's listening sockets on `host`, from `ss -lntup`: (netid,
+/// local address) of each socket weave-router holds.
+fn router_listeners(host: &Host) -> Result<Vec<(String, String)>> {
+    let ss = host.run(&["ss", "-lntupH"])?.stdout;
+    Ok(ss
+        .lines()
+        .filter(|line| line.contains("\"weave-router\""))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            Some((fields.first()?.to_string(), fields.get(4)?.to_string()))
+        })
+        .collect())
+}
+
+/// With `--host`, every socket the router listens on is bound to that
+/// address: the TCP mesh listener and both sleeve UDP sockets (Bridge
+/// mode here: no openvswitch; fastdp's VXLAN port is the kernel's, not
+/// the router's). The two routers still connect and carry traffic.
+#[test]
+fn netns_sleeve_host_flag_binds_every_listener() -> Result<()> {
+    let lab = Lab::new(2)?;
+    let ips: Vec<String> = lab
+        .hosts()
+        .iter()
+        .map(|h| h.underlay_ip().to_string())
+        .collect();
+    let r0 = start(lab.host(0), &["--no-fastdp", "--host", &ips[0]], &[])?;
+    let r1 = start(
+        lab.host(1),
+        &["--no-fastdp", "--host", &ips[1]],
+        &[lab.host(0)],
+    )?;
+    let routers = [r0, r1];
+    let a = with_logs(attach(&lab, lab.host(0), 1), &routers)?;
+    let b = with_logs(attach(&lab, lab.host(1), 1), &routers)?;
+    with_logs(wait_established(&lab, 2), &routers)?;
+    with_logs(ping_matrix(&[a, b]), &routers)?;
+    for (host, ip) in lab.hosts().iter().zip(&ips) {
+        let listeners = router_listeners(host)?;
+        eprintln!("host {} listeners: {listeners:?}", host.index());
+        let mesh = format!("{ip}:6783");
+        let count = |netid: &str| {
+            listeners
+                .iter()
+                .filter(|(n, local)| n == netid && *local == mesh)
+                .count()
+        };
+        ensure!(
+            count("tcp") == 1,
+            "no TCP listener on {mesh}: {listeners:?}"
+        );
+        ensure!(
+            count("udp") == 2,
+            "not both sleeve sockets on {mesh}: {listeners:?}"
+        );
+        let wildcard: Vec<_> = listeners
+            .iter()
+            .filter(|(_, local)| {
+                local.starts_with("0.0.0.0:")
+                    || local.starts_with("*:")
+                    || local.starts_with("[::]:")
+            })
+            .collect();
+        ensure!(wildcard.is_empty(), "wildcard listeners: {wildcard:?}");
+    }
+    Ok(())
+}
+
+/// `/report`'s `Router.Connections[]` as Weave writes them: `Info` starts
+/// with the overlay (after `encrypted` padded to 11 when the router has a
+/// password) and `Attrs` holds the overlay's `name` and `mtu` (and
+/// `encrypted: true`); our `Dataplane.Connections` names the overlay too.
+#[test]
+fn netns_sleeve_report_names_the_overlay() -> Result<()> {
+    for (extra, encrypted) in [
+        (&["--no-fastdp"][..], false),
+        (&["--no-fastdp", "--password", "report-secret"][..], true),
+    ] {
+        let lab = Lab::new(2)?;
+        let r0 = start(lab.host(0), extra, &[])?;
+        let r1 = start(lab.host(1), extra, &[lab.host(0)])?;
+        let routers = [r0, r1];
+        with_logs(wait_established(&lab, 2), &routers)?;
+        let mut conn = serde_json::Value::Null;
+        let mut report = serde_json::Value::Null;
+        with_logs(
+            wait_for(SETTLE, "the sleeve in /report", || {
+                report = serde_json::from_str(&http(lab.host(0), "/report")?)?;
+                conn = report["Router"]["Connections"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["State"] == "established").cloned())
+                    .unwrap_or_default();
+                Ok(conn["Attrs"]["name"] == "sleeve")
+            }),
+            &routers,
+        )
+        .with_context(|| format!("connection: {conn}"))?;
+        let want = if encrypted {
+            "encrypted   sleeve 00:00:00:00:00:02(h1)"
+        } else {
+            "sleeve 00:00:00:00:00:02(h1)"
+        };
+        ensure!(
+            conn["Info"] == want,
+            "Info {} (want {want:?})",
+            conn["Info"]
+        );
+        ensure!(
+            conn["Attrs"]["mtu"].as_u64().is_some_and(|m| m > 1000),
+            "Attrs {}",
+            conn["Attrs"]
+        );
+        ensure!(
+            conn["Attrs"].get("encrypted").cloned().unwrap_or_default()
+                == if encrypted {
+                    serde_json::Value::Bool(true)
+                } else {
+                    serde_json::Value::Null
+                },
+            "Attrs {}",
+            conn["Attrs"]
+        );
+        let ours = &report["Dataplane"]["Connections"][0];
+        ensure!(
+            ours["Overlay"] == "sleeve" && ours["Peer"] == "00:00:00:00:00:02",
+            "Dataplane.Connections: {}",
+            report["Dataplane"]["Connections"]
+        );
+        let text = http(lab.host(0), "/status/connections")?;
+        ensure!(text.contains(want), "/status/connections:\n{text}");
+    }
+    Ok(())
+}

@@ -518,6 +518,25 @@ fn three_hosts(extra: &[&str], bridged: bool, datapath: &str, want_type: &str) -
         );
         let flow_count = fastdp["Flows"].as_u64().unwrap_or(0);
         ensure!(flow_count > 0, "/report counts no flows: {fastdp}");
+        // Weave's fields name the overlay of each connection: Info starts
+        // with it, Attrs holds its name and MTU.
+        let conns = report["Router"]["Connections"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let live: Vec<_> = conns
+            .iter()
+            .filter(|c| c["State"] == "established")
+            .collect();
+        ensure!(
+            !live.is_empty()
+                && live.iter().all(|c| {
+                    c["Attrs"]["name"] == "fastdp"
+                        && c["Attrs"]["mtu"].as_u64().is_some()
+                        && c["Info"].as_str().is_some_and(|i| i.starts_with("fastdp "))
+                }),
+            "{want_type}: Router.Connections without fastdp: {conns:?}"
+        );
         let metrics = http(lab.host(0), "GET", "/metrics", None)?;
         ensure!(metrics.contains("weave_flows "), "{metrics}");
 

@@ -35,7 +35,9 @@ pub struct Options {
     #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
 
-    /// Address to bind the mesh listener to (all addresses if absent).
+    /// IPv4 address the router listens on: the TCP mesh listener and both
+    /// sleeve UDP sockets (all addresses if absent). fastdp's VXLAN port
+    /// belongs to the kernel, which binds it to all addresses.
     #[arg(long)]
     pub host: Option<std::net::IpAddr>,
 
@@ -85,6 +87,12 @@ pub struct Options {
     /// Path prefix of the router's persistent data (`<prefix>data.db`).
     #[arg(long, default_value = "/weavedb/weave")]
     pub db_prefix: PathBuf,
+
+    /// Directory where the CNI plugin leaves the releases of containers
+    /// deleted while the router was down (its `ipam.pendingReleaseDir`);
+    /// drained at start and every few seconds.
+    #[arg(long, default_value = weave_cni::pending::DEFAULT_DIR)]
+    pub pending_release_dir: PathBuf,
 
     /// Name of the weave bridge.
     #[arg(long, default_value = "weave")]

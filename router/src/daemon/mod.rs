@@ -12,6 +12,7 @@ pub mod http;
 pub mod identity;
 pub mod ipam;
 pub mod ipam_store;
+pub mod pending;
 pub mod persist;
 pub mod status;
 
@@ -156,6 +157,16 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         .iter()
         .map(|net| IpNet::V4(*net))
         .collect();
+    // Every listening socket follows --host (the sleeve is IPv4 only).
+    let sleeve_host = match options.host {
+        None => Ipv4Addr::UNSPECIFIED,
+        Some(IpAddr::V4(host)) => host,
+        Some(IpAddr::V6(host)) => {
+            return Err(anyhow!(
+                "--host {host}: the sleeve runs over IPv4; give an IPv4 address"
+            ));
+        }
+    };
     // The data plane first: the bridge type decides the overlays offered.
     let (events, queue) = mpsc::unbounded_channel();
     let overlay_events = events.clone();
@@ -164,6 +175,7 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
             ourself: name,
             bridge: options.bridge_config(crate::net::link::MacAddr(name.to_bytes())),
             port: options.port,
+            host: sleeve_host,
             encrypted: options.password.is_some(),
             proactive_flows: !options.no_proactive_flows,
         },
@@ -220,6 +232,18 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         crate::ipam::Allocator::new(ipam_config, persisted, clock.wall(Instant::now()))
             .map_err(|error| anyhow!("IP allocation: {error}"))?;
     let ipam_channel = ipam::IpamChannel::new(allocator, clock, startup);
+
+    // Releases the CNI plugin left while we were down go first: queued
+    // before the HTTP API can take an allocation.
+    let pending_dir = weave_cni::pending::PendingDir::new(&options.pending_release_dir);
+    match pending::queue(&pending_dir, &events).await {
+        Ok(Some(queued)) => {
+            tokio::spawn(pending::finish(queued));
+        }
+        Ok(None) => {}
+        Err(error) => warn!(%error, "draining deferred releases at start"),
+    }
+    tokio::spawn(pending::drain_forever(pending_dir, events.clone()));
 
     let bind_ip = options.host.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let listener = TcpListener::bind(SocketAddr::new(bind_ip, options.port))

@@ -112,28 +112,43 @@ pub fn status_text(snapshot: &Snapshot) -> String {
     if let Some(ipam) = &snapshot.ipam {
         let _ = writeln!(out);
         let _ = writeln!(out, "        Service: ipam");
-        let _ = writeln!(out, "         Status: {}", ipam.status_line());
-        let _ = writeln!(out, "          Range: {}", ipam.range);
-        let _ = writeln!(out, "  DefaultSubnet: {}", ipam.range);
-        if !ipam.cidr_view.is_empty() {
-            let prefixes: Vec<String> = ipam.cidr_view.iter().map(ToString::to_string).collect();
-            let _ = writeln!(out, "       Prefixes: {}", prefixes.join(" "));
-        }
-        for pending in ipam.pending_allocates.iter().chain(&ipam.pending_claims) {
-            let _ = writeln!(
-                out,
-                "        Waiting: {} {}: {}",
-                pending.ident, pending.cidr, pending.reason
-            );
-        }
+        ipam_state_lines(ipam, &mut out);
     }
     out
 }
 
+/// The allocator's state in `/status`'s layout: its status (ready,
+/// awaiting consensus with the quorum, priming, idle), the range, the
+/// owned prefixes and what waits.
+fn ipam_state_lines(ipam: &IpamStatus, out: &mut String) {
+    let _ = writeln!(out, "         Status: {}", ipam.status_line());
+    let _ = writeln!(out, "          Range: {}", ipam.range);
+    let _ = writeln!(out, "  DefaultSubnet: {}", ipam.range);
+    if !ipam.cidr_view.is_empty() {
+        let prefixes: Vec<String> = ipam.cidr_view.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "       Prefixes: {}", prefixes.join(" "));
+    }
+    for pending in ipam.pending_allocates.iter().chain(&ipam.pending_claims) {
+        let _ = writeln!(
+            out,
+            "        Waiting: {} {}: {}",
+            pending.ident, pending.cidr, pending.reason
+        );
+    }
+}
+
 /// `GET /status/ipam`: each owning peer's share of the range, and our
-/// owned ranges as the aligned prefixes the data plane installs.
+/// owned ranges as the aligned prefixes the data plane installs. Before
+/// the ring has an owner (no allocation or claim yet) Weave's page would
+/// be empty; ours then says the allocator's state instead: the range and
+/// that it awaits consensus (with quorum and known peers), primes or idles.
 pub fn ipam_text(snapshot: &Snapshot) -> String {
     match &snapshot.ipam {
+        Some(ipam) if ipam.entries.is_empty() => {
+            let mut text = String::new();
+            ipam_state_lines(ipam, &mut text);
+            text
+        }
         Some(ipam) => {
             let mut text = ipam.ranges_text();
             if !ipam.cidr_view.is_empty() {
@@ -161,35 +176,92 @@ fn direction(outbound: bool) -> &'static str {
     if outbound { "->" } else { "<-" }
 }
 
-/// `GET /status/connections`: one line per connection or attempt.
+/// `GET /status/connections`: one line per connection or attempt, with
+/// Weave's `Info` (overlay, peer) and then our extras: the overlay's
+/// other attributes and why that overlay carries the traffic.
 pub fn connections_text(snapshot: &Snapshot) -> String {
     let mut out = String::new();
     for conn in &snapshot.mesh.connections {
-        let mut attrs = if conn.encrypted { " encrypted" } else { "" }.to_string();
-        let overlay = conn
-            .remote
-            .as_ref()
-            .and_then(|(name, _)| snapshot.overlay.get(name));
-        let info = match overlay {
-            Some(o) => {
-                for (key, value) in o.attrs.iter().filter(|(k, _)| k != "name") {
-                    let _ = write!(attrs, " {key}={value}");
-                }
-                let _ = write!(attrs, " ({})", o.reason);
-                let name = o.overlay.as_deref().unwrap_or("none");
-                format!("{name:<6} {}", conn.info)
+        let overlay = connection_overlay(snapshot, conn);
+        let mut extras = String::new();
+        if let Some(o) = overlay {
+            for (key, value) in o.attrs.iter().filter(|(k, _)| k != "name") {
+                let _ = write!(extras, " {key}={value}");
             }
-            None => conn.info.clone(),
-        };
+            let _ = write!(extras, " ({})", o.reason);
+        }
         let _ = writeln!(
             out,
-            "{} {:<21} {:<11} {info}{attrs}",
+            "{} {:<21} {:<11} {}{extras}",
             direction(conn.outbound),
             conn.address,
             conn.state,
+            weave_info(conn, overlay, snapshot.mesh.encryption),
         );
     }
     out
+}
+
+/// The data plane's state of `conn`'s peer, for a connection (not for a
+/// target, which has no peer yet).
+fn connection_overlay<'a>(
+    snapshot: &'a Snapshot,
+    conn: &ConnectionStatus,
+) -> Option<&'a ConnOverlayStatus> {
+    conn.remote
+        .as_ref()
+        .and_then(|(name, _)| snapshot.overlay.get(name))
+}
+
+/// The overlay carrying a connection's traffic, `none` while there is
+/// none (Weave's word).
+fn overlay_name(overlay: Option<&ConnOverlayStatus>) -> &str {
+    overlay.and_then(|o| o.overlay.as_deref()).unwrap_or("none")
+}
+
+/// A connection's `Info` as Weave writes it: the overlay padded to six
+/// columns and the peer; when the router has a password, prefixed by
+/// `encrypted` or `unencrypted` (a trusted subnet) padded to eleven. A
+/// target's `Info` (its last error) is left as it is.
+fn weave_info(
+    conn: &ConnectionStatus,
+    overlay: Option<&ConnOverlayStatus>,
+    using_password: bool,
+) -> String {
+    if conn.remote.is_none() {
+        return conn.info.clone();
+    }
+    let info = format!("{:<6} {}", overlay_name(overlay), conn.info);
+    if using_password {
+        let word = if conn.encrypted {
+            "encrypted"
+        } else {
+            "unencrypted"
+        };
+        format!("{word:<11} {info}")
+    } else {
+        info
+    }
+}
+
+/// A connection's `Attrs` as Weave fills them: the overlay's `name` and
+/// `mtu`, and `encrypted: true` on an encrypted link; `null` for a target
+/// or while no overlay carries the connection. Our other attributes are
+/// in `Dataplane.Connections`.
+fn weave_attrs(conn: &ConnectionStatus, overlay: Option<&ConnOverlayStatus>) -> Value {
+    let Some(o) = overlay.filter(|o| o.overlay.is_some()) else {
+        return Value::Null;
+    };
+    let mut attrs = serde_json::Map::new();
+    attrs.insert("name".into(), json!(overlay_name(Some(o))));
+    if let Some((_, mtu)) = o.attrs.iter().find(|(k, _)| k == "mtu") {
+        let mtu = mtu.parse::<u64>().map_or_else(|_| json!(mtu), |n| json!(n));
+        attrs.insert("mtu".into(), mtu);
+    }
+    if conn.encrypted {
+        attrs.insert("encrypted".into(), json!(true));
+    }
+    Value::Object(attrs)
 }
 
 /// `GET /status/peers`: each peer and the connections it reports.
@@ -222,21 +294,14 @@ pub fn peers_text(snapshot: &Snapshot) -> String {
     out
 }
 
-fn connection_json(conn: &ConnectionStatus) -> Value {
-    let mut attrs = serde_json::Map::new();
-    if let Some((name, nickname)) = &conn.remote {
-        attrs.insert("name".into(), json!(name.to_string()));
-        attrs.insert("nickname".into(), json!(nickname));
-    }
-    if conn.encrypted {
-        attrs.insert("encrypted".into(), json!(true));
-    }
+fn connection_json(snapshot: &Snapshot, conn: &ConnectionStatus) -> Value {
+    let overlay = connection_overlay(snapshot, conn);
     json!({
         "Address": conn.address,
         "Outbound": conn.outbound,
         "State": conn.state,
-        "Info": conn.info,
-        "Attrs": attrs,
+        "Info": weave_info(conn, overlay, snapshot.mesh.encryption),
+        "Attrs": weave_attrs(conn, overlay),
     })
 }
 
@@ -296,7 +361,7 @@ pub fn report_json(snapshot: &Snapshot) -> Value {
             "Peers": peers,
             "UnicastRoutes": unicast,
             "BroadcastRoutes": mesh.broadcast_routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "Connections": mesh.connections.iter().map(connection_json).collect::<Vec<_>>(),
+            "Connections": mesh.connections.iter().map(|c| connection_json(snapshot, c)).collect::<Vec<_>>(),
             "TerminationCount": mesh.termination_count,
             "Targets": mesh.targets,
             "TrustedSubnets": mesh.trusted_subnets,
@@ -371,7 +436,37 @@ fn dataplane_json(snapshot: &Snapshot) -> Value {
         "Overlays": mode.overlays,
         "Fastdp": fastdp,
         "Sleeve": sleeve,
+        "Connections": overlay_connections_json(snapshot),
     })
+}
+
+/// Per peer, what the data plane knows of its connection beyond Weave's
+/// `Attrs`: the peer's name and nickname, the overlay, why that one,
+/// whether it is established, and every attribute (fastdp health, the
+/// VXLAN endpoint, the sleeve's MTU).
+fn overlay_connections_json(snapshot: &Snapshot) -> Vec<Value> {
+    let nicknames: BTreeMap<_, _> = snapshot
+        .mesh
+        .peers
+        .iter()
+        .map(|peer| (peer.name, peer.nickname.as_str()))
+        .collect();
+    snapshot
+        .overlay
+        .iter()
+        .map(|(peer, o)| {
+            let attrs: serde_json::Map<String, Value> =
+                o.attrs.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            json!({
+                "Peer": peer.to_string(),
+                "NickName": nicknames.get(peer).copied().unwrap_or(""),
+                "Overlay": overlay_name(Some(o)),
+                "Reason": o.reason,
+                "Established": o.established,
+                "Attrs": attrs,
+            })
+        })
+        .collect()
 }
 
 fn ipam_json(ipam: &IpamStatus) -> Value {

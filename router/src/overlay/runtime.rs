@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -168,6 +169,10 @@ pub struct StartConfig {
     pub bridge: BridgeConfig,
     /// The mesh port (sleeve UDP; VXLAN on port + 1).
     pub port: u16,
+    /// The address the sleeve sockets bind (`--host`; unspecified: all).
+    /// The kernel's VXLAN vport takes no local address through the
+    /// datapath interface, so fastdp's UDP port is not bound to it.
+    pub host: Ipv4Addr,
     /// Whether a password encrypts the overlay: fastdp (which would need
     /// IPsec) is then not offered and traffic goes by the encrypted sleeve.
     pub encrypted: bool,
@@ -251,7 +256,13 @@ pub async fn start(
         }
         None => None,
     };
-    Overlay::start(config.ourself, config.port, mode, fastdp, events)
+    Overlay::start(
+        config.ourself,
+        SocketAddrV4::new(config.host, config.port),
+        mode,
+        fastdp,
+        events,
+    )
 }
 
 /// The features the overlay adds to the mesh handshake.
@@ -283,13 +294,13 @@ impl std::fmt::Debug for Overlay {
 }
 
 impl Overlay {
-    /// Opens the sleeve sockets on UDP `port` (and, in Bridge mode, the
+    /// Opens the sleeve sockets on UDP `bind` (and, in Bridge mode, the
     /// capture socket on `vethwe-pcap`), and starts the data-plane thread
     /// for peer `ourself`, with the fastdp machine when the mode has a
     /// datapath. `events` is called from that thread.
     pub fn start(
         ourself: PeerName,
-        port: u16,
+        bind: SocketAddrV4,
         mode: DataplaneMode,
         fastdp: Option<FastdpPlane>,
         events: Box<dyn Fn(OverlayEvent) + Send>,
@@ -306,11 +317,11 @@ impl Overlay {
         };
         let sockets = Sockets {
             capture,
-            udp: UdpSocket::bind(port, PMTUDISC_DONT).map_err(|source| StartError::Socket {
+            udp: UdpSocket::bind(bind, PMTUDISC_DONT).map_err(|source| StartError::Socket {
                 what: "sleeve UDP socket",
                 source,
             })?,
-            udp_df: UdpSocket::bind(port, PMTUDISC_DO).map_err(|source| StartError::Socket {
+            udp_df: UdpSocket::bind(bind, PMTUDISC_DO).map_err(|source| StartError::Socket {
                 what: "sleeve UDP socket (DF)",
                 source,
             })?,
@@ -341,7 +352,7 @@ impl Overlay {
                 what: "data-plane thread",
                 source,
             })?;
-        info!(port, bridge_type = %mode.bridge_type, overlays = ?mode.overlays, "data plane started");
+        info!(%bind, bridge_type = %mode.bridge_type, overlays = ?mode.overlays, "data plane started");
         Ok(Overlay {
             commands,
             waker,

@@ -501,21 +501,22 @@ pub struct UdpSocket {
 }
 
 impl UdpSocket {
-    /// Binds `0.0.0.0:port` with PMTU discovery mode `pmtudisc`
-    /// ([`PMTUDISC_DO`] or [`PMTUDISC_DONT`]).
+    /// Binds `addr` (the router's `--host` and the sleeve port; the
+    /// unspecified address when no `--host` is given) with PMTU discovery
+    /// mode `pmtudisc` ([`PMTUDISC_DO`] or [`PMTUDISC_DONT`]).
     ///
     /// `UDP_GRO` is asked for (kernels from 5.0 have it): a run of
     /// equal-sized datagrams that arrives as one GSO packet (a peer's UDP
     /// GSO send across veths and bridges, or the NIC's GRO) is then read
     /// in one go; [`RecvBatch::segment_size`] says how to cut it.
-    pub fn bind(port: u16, pmtudisc: libc::c_int) -> io::Result<Self> {
+    pub fn bind(addr: SocketAddrV4, pmtudisc: libc::c_int) -> io::Result<Self> {
         let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
         let raw = fd.as_raw_fd();
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, &1i32)?;
         setsockopt(raw, libc::IPPROTO_IP, IP_MTU_DISCOVER, &pmtudisc)?;
         let _ = setsockopt(raw, SOL_UDP, UDP_GRO, &1i32);
         big_buffers(raw, 8 << 20);
-        let sin = sockaddr_in(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+        let sin = sockaddr_in(addr);
         // SAFETY: sin is a valid sockaddr_in of the size passed.
         check(unsafe {
             libc::bind(
@@ -819,8 +820,8 @@ mod tests {
     #[test]
     fn udp_batches_go_through_loopback() -> io::Result<()> {
         // Port 0 is not shared, so this cannot disturb a running router.
-        let a = UdpSocket::bind(0, PMTUDISC_DONT)?;
-        let b = UdpSocket::bind(0, PMTUDISC_DO)?;
+        let a = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), PMTUDISC_DONT)?;
+        let b = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), PMTUDISC_DO)?;
         let port = local_port(b.raw_fd())?;
         let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
         let (sent, errors) = a.send(&[(to, b"one"), (to, b"two"), (to, &[7; 3000])]);
@@ -854,8 +855,8 @@ mod tests {
 
     #[test]
     fn gso_sends_arrive_as_separate_datagrams() -> io::Result<()> {
-        let a = UdpSocket::bind(0, PMTUDISC_DO)?;
-        let b = UdpSocket::bind(0, PMTUDISC_DONT)?;
+        let a = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), PMTUDISC_DO)?;
+        let b = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), PMTUDISC_DONT)?;
         let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, local_port(b.raw_fd())?);
         let parts: Vec<Vec<u8>> = vec![vec![1; 1000], vec![2; 1000], vec![3; 400]];
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
