@@ -20,6 +20,7 @@ use crate::patch::PatchType;
 use crate::resource::Resource;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Event, EventType, ListQuery, Store, Subresource, WatchFilter, Write, parse_rv};
+use crate::table;
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
@@ -194,29 +195,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return error_response(&ApiError::BadRequest(format!("reading the body: {e}"))),
     };
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_owned();
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
     tracing::debug!(method = %parts.method, %path, ?query, "request");
-    let result = route(
-        &shared,
-        &parts.method,
-        &path,
-        &query,
-        &content_type,
-        &host,
-        &body,
-    )
-    .await;
+    let result = route(&shared, &parts.method, &path, &query, &parts.headers, &body).await;
     match result {
         Ok(resp) => resp,
         Err(e) => {
@@ -432,10 +412,24 @@ async fn route(
     method: &Method,
     path: &str,
     query: &HashMap<String, String>,
-    content_type: &str,
-    host: &str,
+    headers: &axum::http::HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
+    let header = |name: header::HeaderName, default: &'static str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(default)
+            .to_owned()
+    };
+    let content_type = header(header::CONTENT_TYPE, "application/json");
+    let accept = header(header::ACCEPT, "");
+    let host = header(header::HOST, "");
+    let as_table = table::wants_table(&accept);
+    let include = query
+        .get("includeObject")
+        .map_or("Metadata", String::as_str)
+        .to_owned();
     if matches!(path, "/healthz" | "/livez" | "/readyz") {
         let mut resp = Response::new(Body::from("ok"));
         resp.headers_mut()
@@ -444,7 +438,7 @@ async fn route(
     }
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
     let now = now();
-    match parse_path(path, host)? {
+    match parse_path(path, &host)? {
         Target::Document(doc) => {
             if method != Method::GET {
                 return Err(ApiError::MethodNotAllowed);
@@ -466,7 +460,7 @@ async fn route(
                         labels,
                         fields,
                     };
-                    watch_response(shared, filter, query)
+                    watch_response(shared, filter, query, as_table.then_some(include))
                 }
                 Method::GET => {
                     let limit =
@@ -487,13 +481,24 @@ async fn route(
                         continue_token: query.get("continue").filter(|c| !c.is_empty()).cloned(),
                     };
                     let list = shared.store().list(resource.kind, &list_query)?;
+                    if as_table {
+                        let items = list["items"].as_array().cloned().unwrap_or_default();
+                        let rv = list["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap_or_default();
+                        let mut t = table::table(resource, &items, rv, &include, true);
+                        if let Some(c) = list["metadata"].get("continue") {
+                            t["metadata"]["continue"] = c.clone();
+                        }
+                        return Ok(json_response(StatusCode::OK, &t));
+                    }
                     Ok(json_response(StatusCode::OK, &list))
                 }
                 Method::POST => {
                     if resource.namespaced && namespace.is_none() {
                         return Err(ApiError::MethodNotAllowed);
                     }
-                    check_body_type(content_type)?;
+                    check_body_type(&content_type)?;
                     let object = parse_body(body)?;
                     let result = shared.write(dry_run, |s| {
                         s.create(resource.kind, namespace.as_deref(), object, &now)
@@ -543,20 +548,28 @@ async fn route(
             match *method {
                 Method::GET => {
                     let object = shared.store().get(kind, ns, &name)?;
+                    if as_table {
+                        let rv = object["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                        let t = table::table(resource, &[object], &rv, &include, true);
+                        return Ok(json_response(StatusCode::OK, &t));
+                    }
                     Ok(json_response(StatusCode::OK, &object))
                 }
                 Method::PUT | Method::PATCH | Method::DELETE if shared.take_conflict() => {
                     Err(ApiError::modified(resource, &name))
                 }
                 Method::PUT => {
-                    check_body_type(content_type)?;
+                    check_body_type(&content_type)?;
                     let object = parse_body(body)?;
                     let result =
                         shared.write(dry_run, |s| s.replace(kind, ns, &name, sub, object, &now));
                     write_response(StatusCode::OK, query, result, resource)
                 }
                 Method::PATCH => {
-                    let patch_type = PatchType::from_content_type(content_type)
+                    let patch_type = PatchType::from_content_type(&content_type)
                         .ok_or(ApiError::UnsupportedMediaType)?;
                     let patch = parse_body(body)?;
                     let result = shared.write(dry_run, |s| {
@@ -600,6 +613,8 @@ fn bookmark(resource: &Resource, rv: u64, initial_end: bool) -> Bytes {
 /// The state of one open watch stream.
 struct WatchStream {
     pending: VecDeque<Bytes>,
+    /// Render objects as Table rows (`includeObject` value) for kubectl.
+    table: Option<String>,
     filter: WatchFilter,
     events: Option<broadcast::Receiver<Arc<Event>>>,
     generation: watch::Receiver<u64>,
@@ -631,7 +646,7 @@ impl WatchStream {
                                     meta.insert("resourceVersion".to_owned(), json!(event.rv.to_string()));
                                 }
                             }
-                            return Some(event_line(t.as_str(), &object));
+                            return Some(render(t.as_str(), &object, self.filter.kind.resource(), self.table.as_deref()));
                         }
                     }
                     // A watcher too slow to keep up is closed; it resumes
@@ -651,10 +666,26 @@ impl WatchStream {
     }
 }
 
+/// One watch line, the object as is or as a one-row Table.
+fn render(event_type: &str, object: &Value, resource: &Resource, table: Option<&str>) -> Bytes {
+    match table {
+        Some(include) => {
+            let rv = object["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let t = table::table(resource, std::slice::from_ref(object), &rv, include, true);
+            event_line(event_type, &t)
+        }
+        None => event_line(event_type, object),
+    }
+}
+
 fn watch_response(
     shared: &Arc<Shared>,
     filter: WatchFilter,
     query: &HashMap<String, String>,
+    table: Option<String>,
 ) -> Result<Response, ApiError> {
     let resource = filter.kind.resource();
     let timeout = match query.get("timeoutSeconds") {
@@ -681,7 +712,12 @@ fn watch_response(
                 Ok(list) => {
                     for e in &list {
                         if let Some((t, object)) = filter.translate(e) {
-                            pending.push_back(event_line(t.as_str(), &object));
+                            pending.push_back(render(
+                                t.as_str(),
+                                &object,
+                                resource,
+                                table.as_deref(),
+                            ));
                         }
                     }
                     (Some(shared.events.subscribe()), current)
@@ -693,7 +729,7 @@ fn watch_response(
             },
             _ => {
                 for (t, object) in store.snapshot(&filter) {
-                    pending.push_back(event_line(t.as_str(), &object));
+                    pending.push_back(render(t.as_str(), &object, resource, table.as_deref()));
                 }
                 if send_initial && bookmarks.is_some() {
                     pending.push_back(bookmark(resource, current, true));
@@ -705,6 +741,7 @@ fn watch_response(
     let start = Instant::now();
     let stream = WatchStream {
         pending,
+        table,
         filter,
         events,
         generation: shared.generation.subscribe(),

@@ -22,6 +22,7 @@ pub mod patch;
 pub mod resource;
 pub mod selector;
 pub mod store;
+pub mod table;
 pub mod validate;
 
 use std::net::{SocketAddr, TcpListener};

@@ -857,3 +857,257 @@ fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
     let (ns, name) = text.split_once('/').ok_or_else(bad)?;
     Ok((ns.to_owned(), name.to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: &str = "2026-01-01T00:00:00Z";
+
+    fn cm(name: &str, rv: Option<&str>) -> Value {
+        let mut meta = json!({"name": name, "namespace": "default"});
+        if let Some(rv) = rv {
+            meta["resourceVersion"] = json!(rv);
+        }
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"k": "v"}})
+    }
+
+    fn filter(kind: Kind, fields: &str) -> WatchFilter {
+        WatchFilter {
+            kind,
+            namespace: None,
+            labels: LabelSelector::default(),
+            fields: FieldSelector::parse(fields, kind.resource()).expect("selector"),
+        }
+    }
+
+    #[test]
+    fn writes_bump_versions_and_stale_writes_conflict() {
+        let mut s = Store::new(100, NOW);
+        let start = s.resource_version();
+        let w = s
+            .create(Kind::ConfigMap, Some("default"), cm("a", None), NOW)
+            .expect("create");
+        assert_eq!(
+            w.object["metadata"]["resourceVersion"],
+            json!((start + 1).to_string())
+        );
+        let e = s
+            .create(Kind::ConfigMap, Some("default"), cm("a", None), NOW)
+            .expect_err("exists");
+        assert_eq!(e.reason(), "AlreadyExists");
+        let rv = (start + 1).to_string();
+        let mut changed = cm("a", Some(&rv));
+        changed["data"]["k"] = json!("w");
+        s.replace(
+            Kind::ConfigMap,
+            Some("default"),
+            "a",
+            Subresource::Main,
+            changed.clone(),
+            NOW,
+        )
+        .expect("replace");
+        let e = s
+            .replace(
+                Kind::ConfigMap,
+                Some("default"),
+                "a",
+                Subresource::Main,
+                changed,
+                NOW,
+            )
+            .expect_err("stale");
+        assert_eq!(e.code(), 409);
+        // A patch carrying a stale resourceVersion is refused too.
+        let patch = json!({"metadata": {"resourceVersion": rv}, "data": {"x": "y"}});
+        let e = s
+            .patch(
+                Kind::ConfigMap,
+                Some("default"),
+                "a",
+                Subresource::Main,
+                PatchType::Merge,
+                &patch,
+                NOW,
+            )
+            .expect_err("stale patch");
+        assert_eq!(e.code(), 409);
+        assert_eq!(
+            s.create(
+                Kind::ConfigMap,
+                Some("nope"),
+                cm("b", None).tap_ns("nope"),
+                NOW
+            )
+            .map(|_| ())
+            .expect_err("no namespace")
+            .code(),
+            404
+        );
+    }
+
+    #[test]
+    fn history_serves_watches_until_compacted() {
+        let mut s = Store::new(2, NOW);
+        let base = s.resource_version();
+        for name in ["a", "b", "c"] {
+            s.create(Kind::ConfigMap, Some("default"), cm(name, None), NOW)
+                .expect("create");
+        }
+        // Only two events are kept: resuming from the first is too old.
+        assert_eq!(s.events_since(base).expect_err("gone").code(), 410);
+        assert_eq!(s.events_since(base + 1).expect("kept").len(), 2);
+        s.compact();
+        assert_eq!(s.events_since(base + 2).expect_err("compacted").code(), 410);
+        assert!(
+            s.events_since(s.resource_version())
+                .expect("current")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn watch_filters_turn_selection_changes_into_added_and_deleted() {
+        let mut s = Store::new(100, NOW);
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}});
+        s.create(Kind::Pod, Some("default"), pod, NOW)
+            .expect("create");
+        let on_n1 = filter(Kind::Pod, "status.phase=Running");
+        let w = s
+            .patch(
+                Kind::Pod,
+                Some("default"),
+                "p",
+                Subresource::Status,
+                PatchType::Merge,
+                &json!({"status": {"phase": "Running"}}),
+                NOW,
+            )
+            .expect("status");
+        let (t, _) = on_n1.translate(&w.events[0]).expect("enters selection");
+        assert_eq!(t, EventType::Added);
+        let w = s
+            .patch(
+                Kind::Pod,
+                Some("default"),
+                "p",
+                Subresource::Status,
+                PatchType::Merge,
+                &json!({"status": {"phase": "Failed"}}),
+                NOW,
+            )
+            .expect("status");
+        let (t, obj) = on_n1.translate(&w.events[0]).expect("leaves selection");
+        assert_eq!(t, EventType::Deleted);
+        assert_eq!(
+            obj["metadata"]["resourceVersion"],
+            json!(w.events[0].rv.to_string())
+        );
+        // The main resource cannot change status, nor most of a pod's spec.
+        let mut current = s.get(Kind::Pod, Some("default"), "p").expect("get");
+        current["status"]["phase"] = json!("Succeeded");
+        let w = s
+            .replace(
+                Kind::Pod,
+                Some("default"),
+                "p",
+                Subresource::Main,
+                current.clone(),
+                NOW,
+            )
+            .expect("no-op");
+        assert!(
+            w.events.is_empty(),
+            "status-only change through the main resource is a no-op"
+        );
+        current["spec"]["nodeName"] = json!("n2");
+        let e = s
+            .replace(
+                Kind::Pod,
+                Some("default"),
+                "p",
+                Subresource::Main,
+                current,
+                NOW,
+            )
+            .expect_err("spec is immutable");
+        assert_eq!(e.code(), 422);
+    }
+
+    #[test]
+    fn finalizers_delay_deletion_and_namespaces_take_their_objects() {
+        let mut s = Store::new(100, NOW);
+        let mut obj = cm("f", None);
+        obj["metadata"]["finalizers"] = json!(["x/y"]);
+        s.create(Kind::ConfigMap, Some("default"), obj, NOW)
+            .expect("create");
+        let w = s
+            .delete(Kind::ConfigMap, Some("default"), "f", &Value::Null, NOW)
+            .expect("delete");
+        assert_eq!(w.events[0].event_type, EventType::Modified);
+        assert!(s.get(Kind::ConfigMap, Some("default"), "f").is_ok());
+        let w = s
+            .patch(
+                Kind::ConfigMap,
+                Some("default"),
+                "f",
+                Subresource::Main,
+                PatchType::Merge,
+                &json!({"metadata": {"finalizers": null}}),
+                NOW,
+            )
+            .expect("finalize");
+        assert_eq!(w.events[0].event_type, EventType::Deleted);
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}});
+        s.create(Kind::Namespace, None, ns, NOW).expect("namespace");
+        s.create(
+            Kind::ConfigMap,
+            Some("x"),
+            cm("in-x", None).tap_ns("x"),
+            NOW,
+        )
+        .expect("object in x");
+        let w = s
+            .delete(Kind::Namespace, None, "x", &Value::Null, NOW)
+            .expect("delete ns");
+        assert_eq!(w.events.len(), 2);
+        assert!(s.get(Kind::ConfigMap, Some("x"), "in-x").is_err());
+    }
+
+    trait TapNs {
+        fn tap_ns(self, ns: &str) -> Value;
+    }
+
+    impl TapNs for Value {
+        fn tap_ns(mut self, ns: &str) -> Value {
+            self["metadata"]["namespace"] = json!(ns);
+            self
+        }
+    }
+
+    #[test]
+    fn lists_page_with_continue_tokens() {
+        let mut s = Store::new(100, NOW);
+        for name in ["a", "b", "c"] {
+            s.create(Kind::ConfigMap, Some("default"), cm(name, None), NOW)
+                .expect("create");
+        }
+        let mut q = ListQuery {
+            limit: Some(2),
+            ..ListQuery::default()
+        };
+        let page = s.list(Kind::ConfigMap, &q).expect("page 1");
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+        assert_eq!(page["metadata"]["remainingItemCount"], json!(1));
+        q.continue_token = page["metadata"]["continue"].as_str().map(str::to_owned);
+        let page = s.list(Kind::ConfigMap, &q).expect("page 2");
+        assert_eq!(page["items"][0]["metadata"]["name"], "c");
+        assert!(page["metadata"].get("continue").is_none());
+        assert!(
+            page["items"][0].get("kind").is_none(),
+            "list items carry no kind"
+        );
+    }
+}
