@@ -195,6 +195,13 @@ impl Lab {
         Ok(())
     }
 
+    /// The hub namespace, whose bridge `underlay` joins the hosts (give it
+    /// an address to serve something every host reaches, e.g. an API
+    /// server).
+    pub fn hub_netns(&self) -> &str {
+        self.hub.name()
+    }
+
     /// Runs `argv` in namespace `netns` and fails unless it exits 0.
     pub fn run_in(&self, netns: &str, argv: &[&str]) -> Result<Output> {
         let (program, args) = argv.split_first().context("empty command line")?;

@@ -50,6 +50,11 @@ pub struct LabArgs {
     /// (not possible in the VM).
     #[arg(long)]
     pub keep: bool,
+    /// The lab as a Kubernetes user sees it: the API server test double,
+    /// containerd and a test kubelet per node, pods as Pod objects (Bridge
+    /// mode on this machine; --mode is ignored).
+    #[arg(long)]
+    pub kube: bool,
 }
 
 /// `cargo xtask lab`.
@@ -62,6 +67,9 @@ pub fn run(args: &LabArgs) -> Result<ExitCode> {
 
 /// Builds what the lab needs and runs it once; returns its exit status.
 pub fn run_once(args: &LabArgs) -> Result<i32> {
+    if args.kube {
+        return run_kube(args);
+    }
     let in_vm = args.mode == Mode::Fastdp && !host_has_openvswitch();
     if in_vm && args.keep {
         bail!(
@@ -99,6 +107,66 @@ pub fn run_once(args: &LabArgs) -> Result<i32> {
         );
         let outcome = guest::Kernel::Qemu.run("3G", 900, argv)?;
         return Ok(outcome.status);
+    }
+    let status = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(if args.keep {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .status()
+        .with_context(|| format!("starting {}", argv[0]))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// `cargo xtask lab --kube`: builds everything `weave-kube-lab` runs and
+/// runs it on this machine.
+fn run_kube(args: &LabArgs) -> Result<i32> {
+    setup::host()?;
+    setup::kube()?;
+    println!(
+        "==> building weave-router, weave-net, weave-ipam, weave-k8s-apiserver, weave-test-kubelet and weave-kube-lab"
+    );
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--package",
+            "weave-router",
+            "--package",
+            "weave-cni",
+            "--package",
+            "weave-k8s-apiserver",
+            "--package",
+            "weave-k8s-testbed",
+            "--bins",
+        ])
+        .current_dir(crate::workspace_root())
+        .stdin(Stdio::null())
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    let bin = crate::target_dir().join("debug");
+    let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
+    let mut argv: Vec<String> = vec![
+        path("weave-kube-lab"),
+        "--nodes".into(),
+        args.nodes.to_string(),
+        "--pods".into(),
+        args.pods.to_string(),
+        "--router".into(),
+        path("weave-router"),
+        "--cni-dir".into(),
+        bin.to_string_lossy().into_owned(),
+        "--kubelet".into(),
+        path("weave-test-kubelet"),
+        "--apiserver".into(),
+        path("weave-k8s-apiserver"),
+    ];
+    if args.keep {
+        argv.push("--keep".into());
     }
     let status = Command::new(&argv[0])
         .args(&argv[1..])

@@ -388,25 +388,31 @@ fn netns(targets: &Targets) -> Result<Counts> {
 }
 
 /// Runs `cargo xtask lab` once in each mode (sleeve on this machine,
-/// fastdp in the VM unless this kernel has openvswitch); each run that
-/// ends with every pod reaching every other counts as one passed test.
+/// fastdp in the VM unless this kernel has openvswitch), then the
+/// Kubernetes lab (`--kube`); each run that ends with every pod reaching
+/// every other counts as one passed test.
 fn lab_stage() -> Result<Counts> {
     let mut counts = Counts::default();
-    for mode in [crate::lab::Mode::Sleeve, crate::lab::Mode::Fastdp] {
+    for (mode, kube) in [
+        (crate::lab::Mode::Sleeve, false),
+        (crate::lab::Mode::Fastdp, false),
+        (crate::lab::Mode::Sleeve, true),
+    ] {
         let args = crate::lab::LabArgs {
             nodes: 3,
             mode,
             pods: 2,
             keep: false,
+            kube,
         };
         match crate::lab::run_once(&args) {
             Ok(0) => counts.passed += 1,
             Ok(status) => {
-                eprintln!("lab ({mode:?}) exited with status {status}");
+                eprintln!("lab ({mode:?}, kube: {kube}) exited with status {status}");
                 counts.failed += 1;
             }
             Err(error) => {
-                eprintln!("lab ({mode:?}) could not run: {error:#}");
+                eprintln!("lab ({mode:?}, kube: {kube}) could not run: {error:#}");
                 counts.failed += 1;
             }
         }
