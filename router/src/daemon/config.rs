@@ -69,6 +69,11 @@ pub struct Options {
     #[arg(long, default_value = "127.0.0.1:6782")]
     pub status_addr: String,
 
+    /// Address of a metrics-only interface (`/metrics`; empty: none), for
+    /// scrapers that must not see the status pages.
+    #[arg(long, default_value = "")]
+    pub metrics_addr: String,
+
     /// The range IP addresses are allocated from.
     #[arg(long, default_value = "10.32.0.0/12")]
     pub ipalloc_range: Ipv4Net,
@@ -222,6 +227,11 @@ impl Options {
     /// The HTTP API address, or `None` when disabled.
     pub fn http_addr(&self) -> Result<Option<SocketAddr>, String> {
         parse_optional_addr("--http-addr", &self.http_addr)
+    }
+
+    /// The metrics address, or `None` when disabled.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+        parse_optional_addr("--metrics-addr", &self.metrics_addr)
     }
 
     /// The status address, or `None` when disabled.

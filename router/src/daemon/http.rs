@@ -96,6 +96,19 @@ pub fn status_router(
     })
 }
 
+/// The interface of `--metrics-addr`: `/metrics` only (Weave's
+/// `--metrics-addr`, which may face the whole network where the status
+/// pages should not).
+pub fn metrics_router(events: mpsc::UnboundedSender<Event>, default_subnet: Cidr) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(Api {
+            events,
+            default_subnet,
+            host: None,
+        })
+}
+
 /// Serves `router` on `addr` until the process ends.
 pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
