@@ -114,7 +114,7 @@ pub async fn drive(
                 }
             }
         }
-        all.extend(out.notes.drain(..));
+        all.append(&mut out.notes);
         let input = match &out.request {
             Request::Done => return all,
             Request::ReadRegistry => Input::Registry(kube.read_registry().await),
@@ -231,11 +231,6 @@ pub async fn run(config: Config, options: RunOptions) -> Result<i32> {
     let registration =
         Reclaim::new(me.clone(), true, StdRng::seed_from_u64(rng.r#gen())).register_only();
     drive(registration, &mut kube, &router, &me).await;
-    if let Some(dir) = marker.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    std::fs::write(&marker, format!("{peer}\n"))
-        .with_context(|| format!("writing {}", marker.display()))?;
 
     let (peers, ipalloc_init) = loop {
         let registry = retry("reading the registry", || {
@@ -249,6 +244,13 @@ pub async fn run(config: Config, options: RunOptions) -> Result<i32> {
         })
         .await;
         let list = registry.peers().unwrap_or_default();
+        if list.contains(&peer) && !marker.exists() {
+            if let Some(dir) = marker.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            std::fs::write(&marker, format!("{peer}\n"))
+                .with_context(|| format!("writing {}", marker.display()))?;
+        }
         let inputs = StartInputs {
             me: &me,
             nodes: &nodes,
@@ -303,12 +305,17 @@ pub async fn run(config: Config, options: RunOptions) -> Result<i32> {
     {
         let mut kube = kube.clone();
         let router = router.clone();
-        let me = me.clone();
+        let mut me = me.clone();
         let mut rng = StdRng::seed_from_u64(rng.r#gen());
         tokio::spawn(async move {
             while let Some(delay) = triggers.recv().await {
                 tokio::time::sleep(delay).await;
                 while triggers.try_recv().is_ok() {}
+                // A Node recreated under this name has a new UID: the
+                // registration (first step of the run) records it.
+                if let Ok(Some(node)) = kube.node(&me.node).await {
+                    me.node_uid = node.uid;
+                }
                 let machine = Reclaim::new(me.clone(), true, StdRng::seed_from_u64(rng.r#gen()));
                 drive(machine, &mut kube, &router, &me).await;
             }
@@ -367,6 +374,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<i32> {
     let mut events = Box::pin(watcher(nodes_api, watcher::Config::default()));
     let mut nodes: BTreeMap<String, NodeInfo> = BTreeMap::new();
     let mut init: Option<BTreeMap<String, NodeInfo>> = None;
+    let mut my_uid = me.node_uid.clone();
     let mut period = tokio::time::interval(options.reclaim_period);
     period.tick().await;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -422,6 +430,11 @@ pub async fn run(config: Config, options: RunOptions) -> Result<i32> {
                     }
                     Some(Ok(watcher::Event::Apply(node))) => {
                         if let Some(info) = node_info(&node) {
+                            // This Node recreated: register its new UID at once.
+                            if info.name == node_name && info.uid != my_uid {
+                                my_uid = info.uid.clone();
+                                let _ = trigger.send(Duration::ZERO);
+                            }
                             nodes.insert(info.name.clone(), info);
                             publish(&nodes);
                         }
