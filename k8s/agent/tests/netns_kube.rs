@@ -27,7 +27,9 @@ const API_PORT: u16 = 6443;
 
 /// A binary of this workspace next to weave-kube, built if missing.
 fn sibling(package: &str, bin: &str) -> Result<PathBuf> {
-    let dir = Path::new(AGENT).parent().context("weave-kube's directory")?;
+    let dir = Path::new(AGENT)
+        .parent()
+        .context("weave-kube's directory")?;
     let path = dir.join(bin);
     if !path.exists() {
         let status = StdCommand::new(env!("CARGO"))
@@ -144,15 +146,13 @@ fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
         .collect::<Result<_>>()?;
 
     let result = (|| -> Result<()> {
-        let want = format!(
-            "Connections: {} ({} established)",
-            HOSTS - 1,
-            HOSTS - 1
-        );
+        let want = format!("Connections: {} ({} established)", HOSTS - 1, HOSTS - 1);
         for host in lab.hosts() {
-            wait_for(Duration::from_secs(90), "every router to connect to every other", || {
-                Ok(weave(&cli, host, &["status"]).is_ok_and(|s| s.contains(&want)))
-            })?;
+            wait_for(
+                Duration::from_secs(90),
+                "every router to connect to every other",
+                || Ok(weave(&cli, host, &["status"]).is_ok_and(|s| s.contains(&want))),
+            )?;
         }
         let peers_page = weave(&cli, lab.host(0), &["status", "peers"])?;
         for host in lab.hosts() {
@@ -173,21 +173,25 @@ fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
         }
         // The Node condition, on every Node.
         let nodes: Api<Node> = Api::all(client.clone());
-        wait_for(Duration::from_secs(60), "NetworkUnavailable=False on every Node", || {
-            let list = runtime.block_on(nodes.list(&ListParams::default()))?;
-            Ok(list.items.iter().all(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| {
-                        cs.iter().any(|c| {
-                            c.type_ == "NetworkUnavailable"
-                                && c.status == "False"
-                                && c.reason.as_deref() == Some("WeaveIsUp")
+        wait_for(
+            Duration::from_secs(60),
+            "NetworkUnavailable=False on every Node",
+            || {
+                let list = runtime.block_on(nodes.list(&ListParams::default()))?;
+                Ok(list.items.iter().all(|n| {
+                    n.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| {
+                                c.type_ == "NetworkUnavailable"
+                                    && c.status == "False"
+                                    && c.reason.as_deref() == Some("WeaveIsUp")
+                            })
                         })
-                    })
-            }))
-        })?;
+                }))
+            },
+        )?;
 
         // Delete the last Node and stop its agent.
         let victim_host = lab.host(HOSTS - 1);
@@ -198,16 +202,21 @@ fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
             .map(|p| p.peer_name.clone())
             .context("victim entry")?;
         let ipam = weave(&cli, lab.host(0), &["status", "ipam"])?;
-        ensure!(ipam.contains(&victim), "the victim owns no space yet:\n{ipam}");
+        ensure!(
+            ipam.contains(&victim),
+            "the victim owns no space yet:\n{ipam}"
+        );
         agents
             .last_mut()
             .context("agent")?
             .stop(Duration::from_secs(20))?;
         runtime.block_on(nodes.delete(&node_name(victim_host), &DeleteParams::default()))?;
 
-        wait_for(Duration::from_secs(60), "the registry to drop the victim", || {
-            Ok(!runtime.block_on(registry(&client))?.contains(&victim))
-        })?;
+        wait_for(
+            Duration::from_secs(60),
+            "the registry to drop the victim",
+            || Ok(!runtime.block_on(registry(&client))?.contains(&victim)),
+        )?;
         // Let every agent's periodic diff run at least twice more.
         std::thread::sleep(Duration::from_secs(12));
         let events: Api<Event> = Api::namespaced(client.clone(), "kube-system");
@@ -245,6 +254,11 @@ fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
             })
             .collect();
         return Err(error.context(logs.join("\n")));
+    }
+    if std::env::var_os("NETNS_KUBE_SHOW_LOGS").is_some() {
+        for agent in &agents {
+            eprintln!("--- {} ---\n{}", agent.description(), agent.log());
+        }
     }
     for agent in &mut agents[..HOSTS - 1] {
         agent.stop(Duration::from_secs(20))?;
