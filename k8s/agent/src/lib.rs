@@ -4,7 +4,7 @@
 //!
 //! Layout: pure parts — [`config`] (the environment), [`nodes`] (peers
 //! from Node objects), [`registry`] (Weave's ConfigMap registry),
-//! [`start`] (how the router starts, without Weave's ring race) and
+//! [`netcheck`] (the range against host routes), [`start`] (how the router starts, without Weave's ring race) and
 //! [`reclaim`] (registration and reclaim as a state machine) — and a thin
 //! tokio shell: [`kube_api`] (the API calls), [`router_api`] (the local
 //! router's HTTP API), [`run`] (the run mode) and [`init`] (the init
@@ -18,6 +18,7 @@
 pub mod config;
 pub mod init;
 pub mod kube_api;
+pub mod netcheck;
 pub mod nodes;
 pub mod reclaim;
 pub mod registry;

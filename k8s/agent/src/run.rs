@@ -180,6 +180,17 @@ fn remove_if_exists(path: &Path) -> Result<bool> {
 /// The run mode.
 pub async fn run(config: Config, options: RunOptions) -> Result<i32> {
     let node_name = config.require_node_name()?.to_string();
+    let routes = crate::netcheck::parse_routes(
+        &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
+    );
+    if let Some(route) = crate::netcheck::overlap(config.ipalloc_range, &routes, "weave") {
+        bail!(
+            "IPALLOC_RANGE {} overlaps the host's route to {} via {}: choose another range",
+            config.ipalloc_range,
+            route.dest,
+            route.iface
+        );
+    }
     let client = kube::Client::try_default()
         .await
         .context("configuring the Kubernetes client (KUBECONFIG or in-cluster)")?;
