@@ -71,6 +71,16 @@ async fn create_nodes(client: &Client, lab: &Lab) -> Result<()> {
 }
 
 fn start_agent(lab: &Lab, host: &Host, router: &Path, kubeconfig: &Path) -> Result<Process> {
+    start_agent_as(lab, host, router, kubeconfig, "agent")
+}
+
+fn start_agent_as(
+    lab: &Lab,
+    host: &Host,
+    router: &Path,
+    kubeconfig: &Path,
+    tag: &str,
+) -> Result<Process> {
     let db = lab.dir().join(format!("h{}-db", host.index()));
     std::fs::create_dir_all(&db)?;
     host.cmd(AGENT)
@@ -87,7 +97,7 @@ fn start_agent(lab: &Lab, host: &Host, router: &Path, kubeconfig: &Path) -> Resu
             "--reclaim-period",
             "5",
         ])
-        .spawn(lab.dir().join(format!("h{}-agent.log", host.index())))
+        .spawn(lab.dir().join(format!("h{}-{tag}.log", host.index())))
 }
 
 fn weave(cli: &Path, host: &Host, args: &[&str]) -> Result<String> {
@@ -110,6 +120,253 @@ async fn registry(client: &Client) -> Result<PeerList> {
         .cloned()
         .unwrap_or_else(|| "{}".into());
     Ok(serde_json::from_str(&text)?)
+}
+
+/// The lab, the API double serving it, and a client of the double.
+struct Bed {
+    lab: Lab,
+    runtime: tokio::runtime::Runtime,
+    _server: ApiServer,
+    client: Client,
+    kubeconfig: PathBuf,
+    router: PathBuf,
+    cli: PathBuf,
+}
+
+impl Bed {
+    fn new() -> Result<Bed> {
+        weave_tests::require_root()?;
+        let router = sibling("weave-router", "weave-router")?;
+        let cli = sibling("weave-cli", "weave")?;
+        let lab = Lab::new(HOSTS)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let mut listeners = vec![std::net::TcpListener::bind("127.0.0.1:0")?];
+        for host in lab.hosts() {
+            listeners.push(listen_in_netns(
+                host.netns(),
+                format!("127.0.0.1:{API_PORT}").parse()?,
+            )?);
+        }
+        let server = runtime.block_on(async { ApiServer::serve(listeners, Default::default()) })?;
+        let kubeconfig_path = lab.dir().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig_path,
+            kubeconfig(&format!("http://127.0.0.1:{API_PORT}")),
+        )?;
+        let client = {
+            let _enter = runtime.enter();
+            Client::try_from(kube::Config::new(server.url().parse()?))?
+        };
+        runtime.block_on(create_nodes(&client, &lab))?;
+        Ok(Bed {
+            lab,
+            runtime,
+            _server: server,
+            client,
+            kubeconfig: kubeconfig_path,
+            router,
+            cli,
+        })
+    }
+
+    fn agent(&self, index: usize, tag: &str) -> Result<Process> {
+        start_agent_as(
+            &self.lab,
+            self.lab.host(index),
+            &self.router,
+            &self.kubeconfig,
+            tag,
+        )
+    }
+
+    fn registry(&self) -> Result<PeerList> {
+        self.runtime.block_on(registry(&self.client))
+    }
+
+    fn reclaim_events(&self) -> Result<Vec<String>> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), "kube-system");
+        Ok(self
+            .runtime
+            .block_on(events.list(&ListParams::default()))?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("PeerReclaimed"))
+            .map(|e| e.message.unwrap_or_default())
+            .collect())
+    }
+
+    fn wait_mesh(&self, hosts: &[usize]) -> Result<()> {
+        let want = format!(
+            "Connections: {} ({} established)",
+            hosts.len() - 1,
+            hosts.len() - 1
+        );
+        for &i in hosts {
+            wait_for(
+                Duration::from_secs(90),
+                "the routers to form a full mesh",
+                || {
+                    Ok(weave(&self.cli, self.lab.host(i), &["status"])
+                        .is_ok_and(|s| s.contains(&want)))
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn with_agent_logs<T>(result: Result<T>, agents: &[&Process]) -> Result<T> {
+    result.map_err(|error| {
+        let logs: Vec<String> = agents
+            .iter()
+            .map(|a| {
+                let log = a.log();
+                let lines: Vec<&str> = log.lines().collect();
+                format!(
+                    "--- {} ---\n{}",
+                    a.description(),
+                    lines[lines.len().saturating_sub(25)..].join("\n")
+                )
+            })
+            .collect();
+        error.context(logs.join("\n"))
+    })
+}
+
+/// Every agent stopped, a Node deleted meanwhile: the restarted agents
+/// reclaim it exactly once. Then a Node deleted and recreated under its
+/// name (new UID) while its agent is down: its old entry is reclaimed
+/// once, and the restarted agent starts with fresh IPAM data, registers
+/// the new UID and rejoins the mesh.
+#[test]
+fn netns_kube_reclaims_after_downtime_and_recreated_node() -> Result<()> {
+    let bed = Bed::new()?;
+    let mut agents: Vec<Process> = (0..HOSTS)
+        .map(|i| bed.agent(i, "agent"))
+        .collect::<Result<_>>()?;
+    let all: Vec<usize> = (0..HOSTS).collect();
+    let refs: Vec<&Process> = agents.iter().collect();
+    with_agent_logs(bed.wait_mesh(&all), &refs)?;
+    let list = bed.registry()?;
+    ensure!(list.peers.len() == HOSTS, "{list:?}");
+    let peer_of = |node: &str| {
+        list.peers
+            .iter()
+            .find(|p| p.node_name == node)
+            .map(|p| p.peer_name.clone())
+            .with_context(|| format!("{node} not registered"))
+    };
+    let gone = peer_of("h3")?;
+    let recreated = peer_of("h2")?;
+    // Make sure h3 owns address space: it exposed its bridge.
+    wait_for(Duration::from_secs(30), "h3's expose", || {
+        Ok(agents[3].log().contains("bridge exposed"))
+    })?;
+
+    // Everything down; h3 deleted while nobody watches.
+    for agent in &mut agents {
+        agent.stop(Duration::from_secs(20))?;
+    }
+    let nodes: Api<Node> = Api::all(bed.client.clone());
+    bed.runtime
+        .block_on(nodes.delete("h3", &DeleteParams::default()))?;
+    let mut agents: Vec<Process> = (0..3)
+        .map(|i| bed.agent(i, "restart"))
+        .collect::<Result<_>>()?;
+    let refs: Vec<&Process> = agents.iter().collect();
+    with_agent_logs(
+        wait_for(Duration::from_secs(60), "h3's peer to be reclaimed", || {
+            Ok(!bed.registry()?.contains(&gone))
+        }),
+        &refs,
+    )?;
+    with_agent_logs(bed.wait_mesh(&[0, 1, 2]), &refs)?;
+    std::thread::sleep(Duration::from_secs(12));
+    let events = bed.reclaim_events()?;
+    ensure!(
+        events.iter().filter(|m| m.contains(&gone)).count() == 1,
+        "{events:?}"
+    );
+
+    // h2's Node recreated (new UID) while its agent is down.
+    agents[2].stop(Duration::from_secs(20))?;
+    bed.runtime
+        .block_on(nodes.delete("h2", &DeleteParams::default()))?;
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "h2"}
+    }))?;
+    bed.runtime
+        .block_on(nodes.create(&PostParams::default(), &node))?;
+    let status = json!({"status": {"addresses": [
+        {"type": "InternalIP", "address": bed.lab.host(2).underlay_ip().to_string()},
+    ]}});
+    bed.runtime.block_on(nodes.patch_status(
+        "h2",
+        &PatchParams::default(),
+        &Patch::Merge(status),
+    ))?;
+    let refs: Vec<&Process> = agents.iter().collect();
+    with_agent_logs(
+        wait_for(
+            Duration::from_secs(60),
+            "h2's old entry to be reclaimed",
+            || Ok(!bed.registry()?.contains(&recreated)),
+        ),
+        &refs,
+    )?;
+    agents[2] = bed.agent(2, "recreated")?;
+    let refs: Vec<&Process> = agents.iter().collect();
+    with_agent_logs(bed.wait_mesh(&[0, 1, 2]), &refs)?;
+    ensure!(
+        agents[2].log().contains("starting with fresh IPAM data"),
+        "{}",
+        agents[2].log()
+    );
+    let uid = bed
+        .runtime
+        .block_on(nodes.get("h2"))?
+        .metadata
+        .uid
+        .context("uid")?;
+    let list = bed.registry()?;
+    let entry = list
+        .peers
+        .iter()
+        .find(|p| p.node_name == "h2")
+        .with_context(|| format!("h2 not registered again: {list:?}"))?;
+    ensure!(
+        entry.node_uid.as_deref() == Some(uid.as_str()),
+        "{entry:?} vs {uid}"
+    );
+    std::thread::sleep(Duration::from_secs(12));
+    let events = bed.reclaim_events()?;
+    ensure!(
+        events.iter().filter(|m| m.contains(&recreated)).count() == 1,
+        "{events:?}"
+    );
+    // The rejoined router allocates without clashing with the ring.
+    wait_for(Duration::from_secs(30), "h2 to expose again", || {
+        Ok(agents[2].log().contains("bridge exposed"))
+    })?;
+    // The routers' logs (in the agents' logs) show no ring clash.
+    for agent in &agents {
+        let log = agent.log();
+        for clash in [
+            "seeded by different peers",
+            "merge of incoming data causes",
+            "the ring is inconsistent",
+            "inconsistent entries",
+        ] {
+            ensure!(!log.contains(clash), "{clash}:\n{log}");
+        }
+    }
+    for agent in &mut agents {
+        agent.stop(Duration::from_secs(20))?;
+    }
+    Ok(())
 }
 
 #[test]
