@@ -225,9 +225,12 @@ pub async fn run(config: Config, options: RunOptions) -> Result<i32> {
         async move { kube.read_registry().await }
     })
     .await;
-    let listed = before.peers().map(|l| l.contains(&peer)).unwrap_or(true);
     let marker = config.registered_marker();
-    if config.db_file().exists() && marker.exists() && !listed {
+    // An unreadable list reclaims nobody: keep the data.
+    let reclaimed = before.peers().is_ok_and(|list| {
+        crate::start::was_reclaimed(config.db_file().exists(), marker.exists(), &list, &peer)
+    });
+    if reclaimed {
         warn!(
             data = %config.db_file().display(),
             "this peer was reclaimed by another while it was down: starting with fresh IPAM data"

@@ -99,11 +99,28 @@ pub fn node_exists(entry: &PeerEntry, nodes: &[NodeInfo]) -> bool {
     })
 }
 
+/// Whether this router's saved data must go: it exists, it was made by a
+/// registered router (`registered_before`), and the registry no longer
+/// lists this peer — another peer reclaimed it (Weave's `peer-reclaim`
+/// flag and `-check-peer-new`).
+pub fn was_reclaimed(
+    have_data: bool,
+    registered_before: bool,
+    registry: &PeerList,
+    peer: &str,
+) -> bool {
+    have_data && registered_before && !registry.contains(peer)
+}
+
 /// Decides how the router starts.
 pub fn decide(inputs: &StartInputs<'_>) -> Start {
     let me = inputs.me;
-    let fresh_state =
-        inputs.have_data && inputs.registered_before && !inputs.registry.contains(&me.peer);
+    let fresh_state = was_reclaimed(
+        inputs.have_data,
+        inputs.registered_before,
+        inputs.registry,
+        &me.peer,
+    );
     let peers: Vec<String> = match inputs.configured_peers {
         Some(peers) => peers.to_vec(),
         None => peer_addresses(inputs.nodes, &me.node, inputs.local)

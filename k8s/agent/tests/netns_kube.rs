@@ -70,10 +70,6 @@ async fn create_nodes(client: &Client, lab: &Lab) -> Result<()> {
     Ok(())
 }
 
-fn start_agent(lab: &Lab, host: &Host, router: &Path, kubeconfig: &Path) -> Result<Process> {
-    start_agent_as(lab, host, router, kubeconfig, "agent")
-}
-
 fn start_agent_as(
     lab: &Lab,
     host: &Host,
@@ -371,35 +367,10 @@ fn netns_kube_reclaims_after_downtime_and_recreated_node() -> Result<()> {
 
 #[test]
 fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
-    weave_tests::require_root()?;
-    let router = sibling("weave-router", "weave-router")?;
-    let cli = sibling("weave-cli", "weave")?;
-    let lab = Lab::new(HOSTS)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-
-    let mut listeners = vec![std::net::TcpListener::bind("127.0.0.1:0")?];
-    for host in lab.hosts() {
-        listeners.push(listen_in_netns(
-            host.netns(),
-            format!("127.0.0.1:{API_PORT}").parse()?,
-        )?);
-    }
-    let server = runtime.block_on(async { ApiServer::serve(listeners, Default::default()) })?;
-    let config = lab.dir().join("kubeconfig");
-    std::fs::write(&config, kubeconfig(&format!("http://127.0.0.1:{API_PORT}")))?;
-    let client = {
-        let _enter = runtime.enter();
-        Client::try_from(kube::Config::new(server.url().parse()?))?
-    };
-    runtime.block_on(create_nodes(&client, &lab))?;
-
-    let mut agents: Vec<Process> = lab
-        .hosts()
-        .iter()
-        .map(|h| start_agent(&lab, h, &router, &config))
+    let bed = Bed::new()?;
+    let (lab, runtime, client, cli) = (&bed.lab, &bed.runtime, &bed.client, &bed.cli);
+    let mut agents: Vec<Process> = (0..HOSTS)
+        .map(|i| bed.agent(i, "agent"))
         .collect::<Result<_>>()?;
 
     let result = (|| -> Result<()> {
@@ -408,17 +379,17 @@ fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
             wait_for(
                 Duration::from_secs(90),
                 "every router to connect to every other",
-                || Ok(weave(&cli, host, &["status"]).is_ok_and(|s| s.contains(&want))),
+                || Ok(weave(cli, host, &["status"]).is_ok_and(|s| s.contains(&want))),
             )?;
         }
-        let peers_page = weave(&cli, lab.host(0), &["status", "peers"])?;
+        let peers_page = weave(cli, lab.host(0), &["status", "peers"])?;
         for host in lab.hosts() {
             ensure!(
                 peers_page.contains(&format!("({})", node_name(host))),
                 "{peers_page}"
             );
         }
-        let list = runtime.block_on(registry(&client))?;
+        let list = runtime.block_on(registry(client))?;
         ensure!(list.peers.len() == HOSTS, "registry: {list:?}");
         for host in lab.hosts() {
             let entry = list
@@ -458,7 +429,7 @@ fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
             .find(|p| p.node_name == node_name(victim_host))
             .map(|p| p.peer_name.clone())
             .context("victim entry")?;
-        let ipam = weave(&cli, lab.host(0), &["status", "ipam"])?;
+        let ipam = weave(cli, lab.host(0), &["status", "ipam"])?;
         ensure!(
             ipam.contains(&victim),
             "the victim owns no space yet:\n{ipam}"
@@ -472,7 +443,7 @@ fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
         wait_for(
             Duration::from_secs(60),
             "the registry to drop the victim",
-            || Ok(!runtime.block_on(registry(&client))?.contains(&victim)),
+            || Ok(!runtime.block_on(registry(client))?.contains(&victim)),
         )?;
         // Let every agent's periodic diff run at least twice more.
         std::thread::sleep(Duration::from_secs(12));
@@ -492,7 +463,7 @@ fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
             .sum();
         ensure!(rmpeers == 1, "{rmpeers} rmpeers");
         for host in &lab.hosts()[..HOSTS - 1] {
-            let ipam = weave(&cli, host, &["status", "ipam"])?;
+            let ipam = weave(cli, host, &["status", "ipam"])?;
             ensure!(!ipam.contains(&victim), "{}:\n{ipam}", node_name(host));
         }
         Ok(())
