@@ -98,7 +98,8 @@ pub struct Config {
     /// `EXTRA_ARGS`: more router flags, split at white space.
     pub extra_args: Vec<String>,
     /// `NO_MASQ_LOCAL` (default on): do not masquerade traffic from
-    /// outside to local pods.
+    /// outside to local pods. Checked, but not passed on: weave-router has
+    /// no equivalent of weaver's `--no-masq-local` yet.
     pub no_masq_local: bool,
     /// `EXPECT_NPC` (default on): weave-npc runs beside the router.
     pub expect_npc: bool,

@@ -82,13 +82,13 @@ impl KubeApi {
                     Some(last) if last.metadata.resource_version.as_ref() == Some(rv) => {
                         last.clone()
                     }
-                    _ => ConfigMap {
-                        metadata: ObjectMeta {
-                            name: Some(NAME.into()),
-                            namespace: Some(NAMESPACE.into()),
-                            ..ObjectMeta::default()
-                        },
-                        ..ConfigMap::default()
+                    // Not the object last read: fetch it, so its data and
+                    // labels are kept; if it moved on, that is a conflict.
+                    _ => match self.configmaps().get_opt(NAME).await.map_err(api_error)? {
+                        Some(current) if current.metadata.resource_version.as_ref() == Some(rv) => {
+                            current
+                        }
+                        _ => return Err(ApiError::Conflict),
                     },
                 };
                 cm.metadata.resource_version = Some(rv.clone());
@@ -158,7 +158,7 @@ impl KubeApi {
     ) -> Result<(), ApiError> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), NAMESPACE);
         let now = Timestamp::now();
-        let name = format!("{NAME}.{:x}", now.as_nanosecond());
+        let name = format!("{NAME}.{reporting_node}.{:x}", now.as_nanosecond());
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(name),

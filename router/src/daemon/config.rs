@@ -270,6 +270,7 @@ mod tests {
         assert_eq!(options.trusted_subnets.len(), 2);
         assert_eq!(options.http_addr(), Ok(None));
         assert_eq!(options.peers, ["10.0.0.2", "host3:6790"]);
+        assert_eq!(options.metrics_addr(), Ok(None));
         assert_eq!(options.port, 6783);
         assert_eq!(options.ipalloc_range.to_string(), "10.32.0.0/12");
         let bridge = options.bridge_config(crate::net::link::MacAddr([2, 0, 0, 0, 0, 1]));
@@ -335,5 +336,19 @@ mod tests {
         let options =
             Options::try_parse_from(["weave-router", "--status-addr", "nowhere"]).expect("parse");
         assert!(options.status_addr().is_err());
+        let options = Options::try_parse_from(["weave-router", "--metrics-addr", "0.0.0.0:6782"])
+            .expect("parse");
+        assert_eq!(
+            options.metrics_addr(),
+            Ok(Some("0.0.0.0:6782".parse().unwrap()))
+        );
+        let options =
+            Options::try_parse_from(["weave-router", "--metrics-addr", "x"]).expect("parse");
+        assert!(
+            options
+                .metrics_addr()
+                .unwrap_err()
+                .contains("--metrics-addr")
+        );
     }
 }

@@ -17,6 +17,8 @@ struct Cluster {
     rmpeers: Vec<(String, String)>,
     /// Calls to fail before answering (to test backoff).
     fail_next: u32,
+    /// Random faults: (generator, percent of calls that fail).
+    chaos: Option<(StdRng, u32)>,
 }
 
 impl Cluster {
@@ -79,6 +81,32 @@ impl Cluster {
                 Request::RmPeer(_) => Input::RmPeer(Err("connection refused".into())),
                 _ => Input::Woke,
             };
+        }
+        if let Some((rng, percent)) = self.chaos.as_mut() {
+            let roll = rng.gen_range(0..100);
+            if roll < *percent {
+                let lost_reply = rng.gen_bool(0.5);
+                let error = ApiError::Other("timeout".into());
+                return match request {
+                    Request::ReadRegistry => Input::Registry(Err(error)),
+                    Request::ListNodes => Input::Nodes(Err(error)),
+                    // Half the failed writes were applied, only the answer
+                    // was lost: the writer cannot tell.
+                    Request::WriteRegistry(reg) => {
+                        if lost_reply {
+                            let _ = self.write(reg.clone());
+                        }
+                        Input::Written(Err(error))
+                    }
+                    Request::RmPeer(_) => Input::RmPeer(Err("connection refused".into())),
+                    _ => Input::Woke,
+                };
+            }
+            if roll < *percent * 2 && matches!(request, Request::WriteRegistry(_)) {
+                // A 409 although the version matched (another writer in
+                // between, as the real server can answer).
+                return Input::Written(Err(ApiError::Conflict));
+            }
         }
         match request {
             Request::ReadRegistry => Input::Registry(Ok(self.registry())),
@@ -394,4 +422,47 @@ fn an_unreadable_registry_stops_the_run_without_writing() {
     run(&mut cluster, &mut agents, 13);
     assert!(matches!(agents[0].notes.last(), Some(Note::Unreadable(_))));
     assert_eq!(cluster.configmap.as_ref().unwrap().0, 1);
+}
+
+#[test]
+fn racing_agents_with_faults_reclaim_each_victim_by_one_agent() {
+    for seed in 0..300 {
+        let mut cluster = Cluster::with_nodes(&["n1", "n2", "n3", "n4"]);
+        cluster.seed(&[
+            (A, "n1", None),
+            (B, "n2", Some("uid-n2")),
+            (X, "n7", Some("uid-n7")),
+            (Y, "n3", Some("uid-old")), // n3 recreated
+            ("aa:00:00:00:00:97", "n8", None),
+        ]);
+        cluster.chaos = Some((StdRng::seed_from_u64(seed ^ 0x5eed), 15));
+        let mut agents = [
+            Agent::new(A, "n1", seed),
+            Agent::new(B, "n2", seed + 7),
+            Agent::new(C, "n3", seed + 13),
+            Agent::new("aa:00:00:00:00:0d", "n4", seed + 17),
+        ];
+        run(&mut cluster, &mut agents, seed);
+        let mut pairs: Vec<(String, String)> = cluster.rmpeers.clone();
+        pairs.sort();
+        pairs.dedup();
+        let mut victims: Vec<&str> = pairs.iter().map(|(_, v)| v.as_str()).collect();
+        victims.sort();
+        assert_eq!(
+            victims,
+            ["aa:00:00:00:00:97", Y, X],
+            "seed {seed}: each victim by exactly one agent: {:?}",
+            cluster.rmpeers
+        );
+        // Whatever failed, the registry ends consistent: the four agents
+        // listed with their UIDs, no lock left.
+        let peers = cluster.peers();
+        assert_eq!(peers.peers.len(), 4, "seed {seed}: {peers:?}");
+        assert!(
+            peers.peers.iter().all(|p| p.node_uid.is_some()),
+            "seed {seed}: {peers:?}"
+        );
+        let (_, annotations) = cluster.configmap.as_ref().unwrap();
+        assert_eq!(annotations.len(), 1, "seed {seed}: {annotations:?}");
+    }
 }
