@@ -1,12 +1,14 @@
-//! `weave-kube run` on four netlab hosts against the Kubernetes API server
+//! `weave-kube run` on five netlab hosts against the Kubernetes API server
 //! test double (weave-k8s-apiserver, listening on 127.0.0.1:6443 inside
 //! every host and on loopback here): from the Node list alone every router
-//! connects to every other, the registry ConfigMap lists the four peers
+//! connects to every other, the registry ConfigMap lists the five peers
 //! (with their Node UIDs), each Node gets `NetworkUnavailable=False`
 //! (`WeaveIsUp`) and `weave status` shows the mesh. Then one Node is
 //! deleted and its agent stopped: exactly one agent reclaims its space
 //! (one `PeerReclaimed` Event, one rmpeer in the logs), the registry drops
-//! it, and no router's ring names it any more. Needs root.
+//! it, and no router's ring names it any more. A second test (four hosts)
+//! covers a deletion while every agent is down and a Node recreated under
+//! its name. Needs root.
 
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
@@ -22,6 +24,9 @@ use weave_kube::registry::PeerList;
 use weave_tests::{Host, Lab, Process, wait_for};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_weave-kube");
+/// Hosts of the mesh test (five, as the issue asks).
+const MESH_HOSTS: usize = 5;
+/// Hosts of the downtime test.
 const HOSTS: usize = 4;
 const API_PORT: u16 = 6443;
 
@@ -130,11 +135,11 @@ struct Bed {
 }
 
 impl Bed {
-    fn new() -> Result<Bed> {
+    fn new(hosts: usize) -> Result<Bed> {
         weave_tests::require_root()?;
         let router = sibling("weave-router", "weave-router")?;
         let cli = sibling("weave-cli", "weave")?;
-        let lab = Lab::new(HOSTS)?;
+        let lab = Lab::new(hosts)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -239,7 +244,7 @@ fn with_agent_logs<T>(result: Result<T>, agents: &[&Process]) -> Result<T> {
 /// the new UID and rejoins the mesh.
 #[test]
 fn netns_kube_reclaims_after_downtime_and_recreated_node() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = Bed::new(HOSTS)?;
     let mut agents: Vec<Process> = (0..HOSTS)
         .map(|i| bed.agent(i, "agent"))
         .collect::<Result<_>>()?;
@@ -367,14 +372,18 @@ fn netns_kube_reclaims_after_downtime_and_recreated_node() -> Result<()> {
 
 #[test]
 fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = Bed::new(MESH_HOSTS)?;
     let (lab, runtime, client, cli) = (&bed.lab, &bed.runtime, &bed.client, &bed.cli);
-    let mut agents: Vec<Process> = (0..HOSTS)
+    let mut agents: Vec<Process> = (0..MESH_HOSTS)
         .map(|i| bed.agent(i, "agent"))
         .collect::<Result<_>>()?;
 
     let result = (|| -> Result<()> {
-        let want = format!("Connections: {} ({} established)", HOSTS - 1, HOSTS - 1);
+        let want = format!(
+            "Connections: {} ({} established)",
+            MESH_HOSTS - 1,
+            MESH_HOSTS - 1
+        );
         for host in lab.hosts() {
             wait_for(
                 Duration::from_secs(90),
@@ -390,7 +399,7 @@ fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
             );
         }
         let list = runtime.block_on(registry(client))?;
-        ensure!(list.peers.len() == HOSTS, "registry: {list:?}");
+        ensure!(list.peers.len() == MESH_HOSTS, "registry: {list:?}");
         for host in lab.hosts() {
             let entry = list
                 .peers
@@ -422,7 +431,7 @@ fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
         )?;
 
         // Delete the last Node and stop its agent.
-        let victim_host = lab.host(HOSTS - 1);
+        let victim_host = lab.host(MESH_HOSTS - 1);
         let victim = list
             .peers
             .iter()
@@ -457,12 +466,12 @@ fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
         ensure!(reclaims.len() == 1, "PeerReclaimed events: {reclaims:?}");
         let message = reclaims[0].message.clone().unwrap_or_default();
         ensure!(message.contains(&victim), "{message}");
-        let rmpeers: usize = agents[..HOSTS - 1]
+        let rmpeers: usize = agents[..MESH_HOSTS - 1]
             .iter()
             .map(|a| a.log().matches("reclaimed the address space").count())
             .sum();
         ensure!(rmpeers == 1, "{rmpeers} rmpeers");
-        for host in &lab.hosts()[..HOSTS - 1] {
+        for host in &lab.hosts()[..MESH_HOSTS - 1] {
             let ipam = weave(cli, host, &["status", "ipam"])?;
             ensure!(!ipam.contains(&victim), "{}:\n{ipam}", node_name(host));
         }
@@ -488,7 +497,7 @@ fn netns_kube_mesh_from_nodes_and_one_reclaim() -> Result<()> {
             eprintln!("--- {} ---\n{}", agent.description(), agent.log());
         }
     }
-    for agent in &mut agents[..HOSTS - 1] {
+    for agent in &mut agents[..MESH_HOSTS - 1] {
         agent.stop(Duration::from_secs(20))?;
     }
     Ok(())
