@@ -102,10 +102,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Expose {
             cidr,
             without_masquerade,
-        } => println!("{}", weave.expose(cidr.as_deref(), without_masquerade)?),
+        } => {
+            // Weave printed the address without its prefix length.
+            let addr = weave.expose(cidr.as_deref(), without_masquerade)?;
+            println!("{}", addr.split('/').next().unwrap_or(&addr));
+        }
         Command::Hide { cidr } => {
             for addr in weave.hide(cidr.as_deref())? {
-                println!("{addr}");
+                println!("{}", addr.split('/').next().unwrap_or(&addr));
             }
         }
         Command::Reset {
