@@ -81,6 +81,44 @@ fn write_atomic(dest: &Path, data: &[u8], mode: u32) -> Result<(), InstallError>
     result
 }
 
+/// The configuration file Weave Net before 2.x wrote, which the
+/// Kubernetes init container removes (a runtime would load it first).
+pub const OLD_CONF: &str = "10-weave.conf";
+
+/// How [`install_with`] treats the network configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstallOptions {
+    /// The `hairpinMode` written into the configuration list.
+    pub hairpin_mode: bool,
+    /// Leave an existing `10-weave.conflist` as it is (the Kubernetes init
+    /// container's rule: an operator's edits survive upgrades).
+    pub keep_existing_conflist: bool,
+    /// Remove an old `10-weave.conf`.
+    pub remove_old_conf: bool,
+}
+
+impl Default for InstallOptions {
+    /// What `weave-router install-cni` does: hairpin on, the list always
+    /// rewritten, an old `.conf` left alone.
+    fn default() -> Self {
+        InstallOptions {
+            hairpin_mode: true,
+            keep_existing_conflist: false,
+            remove_old_conf: false,
+        }
+    }
+}
+
+/// What [`install_with`] did to the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Installed {
+    /// Whether `10-weave.conflist` was written (false: it existed and was
+    /// kept).
+    pub wrote_conflist: bool,
+    /// Whether an old `10-weave.conf` was removed.
+    pub removed_old_conf: bool,
+}
+
 /// Copies `weave-net` and `weave-ipam` from `binaries_from` into
 /// `plugin_dir` and writes `conf_dir/10-weave.conflist`, each atomically,
 /// creating the directories if needed. A running plugin keeps its old
@@ -90,6 +128,22 @@ pub fn install(
     conf_dir: &Path,
     binaries_from: &Path,
 ) -> Result<(), InstallError> {
+    install_with(
+        plugin_dir,
+        conf_dir,
+        binaries_from,
+        InstallOptions::default(),
+    )
+    .map(|_| ())
+}
+
+/// [`install`], with the configuration handled as `options` say.
+pub fn install_with(
+    plugin_dir: &Path,
+    conf_dir: &Path,
+    binaries_from: &Path,
+    options: InstallOptions,
+) -> Result<Installed, InstallError> {
     for dir in [plugin_dir, conf_dir] {
         fs::create_dir_all(dir).map_err(|source| InstallError {
             what: "creating",
@@ -106,14 +160,71 @@ pub fn install(
         })?;
         write_atomic(&plugin_dir.join(name), &data, 0o755)?;
     }
-    let mut text = serde_json::to_string_pretty(&conflist(true)).unwrap_or_default();
+    let mut done = Installed {
+        wrote_conflist: false,
+        removed_old_conf: false,
+    };
+    if options.remove_old_conf {
+        let old = conf_dir.join(OLD_CONF);
+        match fs::remove_file(&old) {
+            Ok(()) => done.removed_old_conf = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(InstallError {
+                    what: "removing",
+                    path: old,
+                    source,
+                });
+            }
+        }
+    }
+    let dest = conf_dir.join(CONFLIST);
+    if options.keep_existing_conflist && dest.exists() {
+        return Ok(done);
+    }
+    let mut text =
+        serde_json::to_string_pretty(&conflist(options.hairpin_mode)).unwrap_or_default();
     text.push('\n');
-    write_atomic(&conf_dir.join(CONFLIST), text.as_bytes(), 0o644)
+    write_atomic(&dest, text.as_bytes(), 0o644)?;
+    done.wrote_conflist = true;
+    Ok(done)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubernetes_init_keeps_an_existing_conflist() {
+        let root = std::env::temp_dir().join(format!("weave-cni-keep-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let from = root.join("build");
+        fs::create_dir_all(&from).unwrap();
+        for name in BINARIES {
+            fs::write(from.join(name), name).unwrap();
+        }
+        let (bin, conf) = (root.join("bin"), root.join("net.d"));
+        let options = InstallOptions {
+            hairpin_mode: false,
+            keep_existing_conflist: true,
+            remove_old_conf: true,
+        };
+        fs::create_dir_all(&conf).unwrap();
+        fs::write(conf.join(OLD_CONF), "{}").unwrap();
+        let done = install_with(&bin, &conf, &from, options).unwrap();
+        assert!(done.wrote_conflist && done.removed_old_conf);
+        assert!(!conf.join(OLD_CONF).exists());
+        let list: Value = serde_json::from_slice(&fs::read(conf.join(CONFLIST)).unwrap()).unwrap();
+        assert_eq!(list["plugins"][0]["hairpinMode"], false);
+        fs::write(conf.join(CONFLIST), "edited by the operator").unwrap();
+        let done = install_with(&bin, &conf, &from, options).unwrap();
+        assert!(!done.wrote_conflist && !done.removed_old_conf);
+        assert_eq!(
+            fs::read_to_string(conf.join(CONFLIST)).unwrap(),
+            "edited by the operator"
+        );
+        let _ = fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn installs_binaries_and_conflist() {

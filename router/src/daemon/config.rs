@@ -71,6 +71,11 @@ pub struct Options {
     #[arg(long, default_value = "127.0.0.1:6782")]
     pub status_addr: String,
 
+    /// Address of a metrics-only interface (`/metrics`; empty: none), for
+    /// scrapers that must not see the status pages.
+    #[arg(long, default_value = "")]
+    pub metrics_addr: String,
+
     /// The range IP addresses are allocated from.
     #[arg(long, default_value = "10.32.0.0/12")]
     pub ipalloc_range: Ipv4Net,
@@ -232,6 +237,11 @@ impl Options {
         parse_optional_addr("--http-addr", &self.http_addr)
     }
 
+    /// The metrics address, or `None` when disabled.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+        parse_optional_addr("--metrics-addr", &self.metrics_addr)
+    }
+
     /// The status address, or `None` when disabled.
     pub fn status_addr(&self) -> Result<Option<SocketAddr>, String> {
         parse_optional_addr("--status-addr", &self.status_addr)
@@ -268,6 +278,7 @@ mod tests {
         assert_eq!(options.trusted_subnets.len(), 2);
         assert_eq!(options.http_addr(), Ok(None));
         assert_eq!(options.peers, ["10.0.0.2", "host3:6790"]);
+        assert_eq!(options.metrics_addr(), Ok(None));
         assert_eq!(options.port, 6783);
         assert_eq!(options.ipalloc_range.to_string(), "10.32.0.0/12");
         let bridge = options.bridge_config(crate::net::link::MacAddr([2, 0, 0, 0, 0, 1]));
@@ -333,5 +344,19 @@ mod tests {
         let options =
             Options::try_parse_from(["weave-router", "--status-addr", "nowhere"]).expect("parse");
         assert!(options.status_addr().is_err());
+        let options = Options::try_parse_from(["weave-router", "--metrics-addr", "0.0.0.0:6782"])
+            .expect("parse");
+        assert_eq!(
+            options.metrics_addr(),
+            Ok(Some("0.0.0.0:6782".parse().unwrap()))
+        );
+        let options =
+            Options::try_parse_from(["weave-router", "--metrics-addr", "x"]).expect("parse");
+        assert!(
+            options
+                .metrics_addr()
+                .unwrap_err()
+                .contains("--metrics-addr")
+        );
     }
 }

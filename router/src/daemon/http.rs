@@ -96,6 +96,19 @@ pub fn status_router(
     })
 }
 
+/// The interface of `--metrics-addr`: `/metrics` only (Weave's
+/// `--metrics-addr`, which may face the whole network where the status
+/// pages should not).
+pub fn metrics_router(events: mpsc::UnboundedSender<Event>, default_subnet: Cidr) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(Api {
+            events,
+            default_subnet,
+            host: None,
+        })
+}
+
 /// Serves `router` on `addr` until the process ends.
 pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -653,6 +666,32 @@ mod tests {
 
     /// Sends one request to `router` over a real socket; returns the
     /// status code and the body.
+    #[test]
+    fn metrics_interface_serves_metrics_only() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (events, queue) = tokio::sync::mpsc::unbounded_channel();
+            // No actor behind the channel: /metrics answers 503, which
+            // shows the route exists; the status pages and the API do not.
+            drop(queue);
+            let subnet = crate::ipam::Cidr::parse("10.32.0.0/12").unwrap();
+            let router = super::metrics_router(events, subnet);
+            for (method, path, code) in [
+                ("GET", "/metrics", 503),
+                ("GET", "/status", 404),
+                ("GET", "/report", 404),
+                ("POST", "/connect", 404),
+                ("DELETE", "/peer/00:00:00:00:00:01", 404),
+            ] {
+                let (got, body) = request(router.clone(), method, path).await;
+                assert_eq!(got, code, "{method} {path}: {body}");
+            }
+        });
+    }
+
     async fn request(router: axum::Router, method: &str, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

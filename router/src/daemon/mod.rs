@@ -146,6 +146,7 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         .unwrap_or_else(identity::default_nickname);
     let http_addr = options.http_addr().map_err(|error| anyhow!(error))?;
     let status_addr = options.status_addr().map_err(|error| anyhow!(error))?;
+    let metrics_addr = options.metrics_addr().map_err(|error| anyhow!(error))?;
 
     let mut config = MeshConfig::new(name, &nickname);
     config.port = options.port;
@@ -272,6 +273,19 @@ async fn serve(options: Options, name: PeerName) -> Result<()> {
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, router).await {
                 warn!(%error, "status interface stopped");
+            }
+        });
+    }
+
+    if let Some(addr) = metrics_addr {
+        let router = http::metrics_router(events.clone(), default_subnet);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics interface to {addr}"))?;
+        info!(%addr, "metrics interface listening");
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                warn!(%error, "metrics interface stopped");
             }
         });
     }
