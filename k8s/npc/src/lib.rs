@@ -16,8 +16,8 @@
 //! - [`nft`] speaks nf_tables netlink to apply a batch as one atomic
 //!   transaction.
 
-// pub mod core;
-// pub mod model;
+pub mod core;
+pub mod model;
 // pub mod nft;
 pub mod oracle;
 pub mod spec;

@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{Value, json};
+use weave_npc::core::{Event, Object};
 use weave_npc::oracle::Cluster;
 use weave_npc::spec::{self, ObjectKey, Protocol};
 
@@ -131,19 +132,20 @@ impl Model {
         m
     }
 
-    /// Applies a change.
-    pub fn change(&mut self, c: &Change) {
+    /// Applies a change; returns the watch event the controller would see.
+    pub fn change(&mut self, c: &Change) -> Event {
         match c {
             Change::Apply(np) => {
                 let np: &NetworkPolicy = np;
-                let key = ObjectKey::new(
-                    np.metadata.namespace.clone().unwrap_or_default(),
-                    np.metadata.name.clone().unwrap_or_default(),
-                );
-                self.policies.insert(key, np.clone());
+                self.policies.insert(key_of(&np.metadata), np.clone());
+                Event::Apply(Object::Policy(Box::new(np.clone())))
             }
             Change::DeletePolicy(ns, name) => {
-                self.policies.remove(&ObjectKey::new(*ns, *name));
+                let np = self
+                    .policies
+                    .remove(&ObjectKey::new(*ns, *name))
+                    .expect("policy");
+                Event::Delete(Object::Policy(Box::new(np)))
             }
             Change::LabelPod(ns, name, k, v) => {
                 let pod = self.pods.get_mut(&ObjectKey::new(*ns, *name)).expect("pod");
@@ -152,6 +154,7 @@ impl Model {
                     Some(v) => labels.insert((*k).into(), (*v).into()),
                     None => labels.remove(*k),
                 };
+                Event::Apply(Object::Pod(Box::new(pod.clone())))
             }
             Change::LabelNs(ns, k, v) => {
                 let n = self.namespaces.get_mut(*ns).expect("namespace");
@@ -160,18 +163,37 @@ impl Model {
                     Some(v) => labels.insert((*k).into(), (*v).into()),
                     None => labels.remove(*k),
                 };
+                Event::Apply(Object::Namespace(Box::new(n.clone())))
             }
             Change::DeletePod(ns, name) => {
-                self.pods.remove(&ObjectKey::new(*ns, *name));
+                let p = self.pods.remove(&ObjectKey::new(*ns, *name)).expect("pod");
+                Event::Delete(Object::Pod(Box::new(p)))
             }
             Change::AddPod(p) => {
-                let key = ObjectKey::new(
-                    p.metadata.namespace.clone().unwrap_or_default(),
-                    p.metadata.name.clone().unwrap_or_default(),
-                );
-                self.pods.insert(key, (**p).clone());
+                self.pods.insert(key_of(&p.metadata), (**p).clone());
+                Event::Apply(Object::Pod(p.clone()))
             }
         }
+    }
+
+    /// Every object as an Apply event (an initial listing).
+    pub fn listing(&self) -> Vec<Event> {
+        let mut v: Vec<Event> = self
+            .namespaces
+            .values()
+            .map(|n| Event::Apply(Object::Namespace(Box::new(n.clone()))))
+            .collect();
+        v.extend(
+            self.pods
+                .values()
+                .map(|p| Event::Apply(Object::Pod(Box::new(p.clone())))),
+        );
+        v.extend(
+            self.policies
+                .values()
+                .map(|p| Event::Apply(Object::Policy(Box::new(p.clone())))),
+        );
+        v
     }
 
     /// The compiled cluster for the oracle.
@@ -191,6 +213,13 @@ impl Model {
         }
         c
     }
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
+    ObjectKey::new(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 /// Which pods a reachability expectation names: "x/a", "x" or "*".
