@@ -18,6 +18,6 @@
 
 pub mod core;
 pub mod model;
-// pub mod nft;
+pub mod nft;
 pub mod oracle;
 pub mod spec;
