@@ -54,9 +54,10 @@ struct Node {
     pods: Vec<Netns>,
 }
 
-fn build() -> Result<Node> {
+/// The node and its pods, in namespaces named `npc<tag>-…-<pid>`.
+fn build(tag: &str) -> Result<Node> {
     let pid = std::process::id();
-    let node = Netns::create(&format!("npc-node-{pid}"))?;
+    let node = Netns::create(&format!("npc{tag}-node-{pid}"))?;
     node.run(&["ip", "link", "add", "weave", "type", "bridge"])?;
     node.run(&[
         "ip",
@@ -70,7 +71,7 @@ fn build() -> Result<Node> {
     node.run(&["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"])?;
     let mut pods = Vec::new();
     for i in 0..9 {
-        let pod = Netns::create(&format!("npc-pod{i}-{pid}"))?;
+        let pod = Netns::create(&format!("npc{tag}-pod{i}-{pid}"))?;
         let veth = format!("vp{i}");
         node.run(&[
             "ip",
@@ -116,8 +117,13 @@ fn serve(node: &Node) -> Result<()> {
         })?;
         for l in tcp {
             thread::spawn(move || {
-                for conn in l.incoming() {
-                    drop(conn);
+                // Wait for the client's close, so TIME_WAIT stays on the
+                // client side and a reused client port never meets an old
+                // server-side connection.
+                for mut conn in l.incoming().flatten() {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+                    let mut buf = [0u8; 16];
+                    while matches!(std::io::Read::read(&mut conn, &mut buf), Ok(n) if n > 0) {}
                 }
             });
         }
@@ -133,10 +139,11 @@ fn serve(node: &Node) -> Result<()> {
     Ok(())
 }
 
-fn probe_one(dst: Ipv4Addr, proto: Protocol, port: u16) -> bool {
+fn probe_one(dst: Ipv4Addr, proto: Protocol, port: u16, patient: bool) -> bool {
     let addr = SocketAddr::from((dst, port));
+    let wait = Duration::from_millis(if patient { 2500 } else { 700 });
     match proto {
-        Protocol::Tcp => TcpStream::connect_timeout(&addr, Duration::from_millis(700)).is_ok(),
+        Protocol::Tcp => TcpStream::connect_timeout(&addr, wait).is_ok(),
         Protocol::Udp => {
             let Ok(s) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) else {
                 return false;
@@ -156,21 +163,50 @@ fn probe_one(dst: Ipv4Addr, proto: Protocol, port: u16) -> bool {
     }
 }
 
-/// The real reachability matrix, probing all pairs in parallel.
-fn probe(node: &Node, proto: Protocol, port: u16) -> Result<Reach> {
+/// The real reachability matrix, probing all pairs in parallel; pairs that
+/// differ from `want` are probed again, patiently (a SYN lost on this busy
+/// machine is retransmitted after 1 s; a rule's drop is not).
+fn probe(node: &Node, proto: Protocol, port: u16, want: &Reach) -> Result<Reach> {
+    let first = probe_pass(node, proto, port, None)?;
+    if first == *want {
+        return Ok(first);
+    }
+    let again: Vec<(usize, usize)> = (0..9)
+        .flat_map(|f| (0..9).map(move |t| (f, t)))
+        .filter(|(f, t)| first.0[*f][*t] != want.0[*f][*t])
+        .collect();
+    probe_pass(node, proto, port, Some(&again)).map(|second| {
+        let mut r = first.clone();
+        for (f, t) in again {
+            r.0[f][t] = second.0[f][t];
+        }
+        r
+    })
+}
+
+fn probe_pass(
+    node: &Node,
+    proto: Protocol,
+    port: u16,
+    only: Option<&[(usize, usize)]>,
+) -> Result<Reach> {
+    let only: Option<Vec<(usize, usize)>> = only.map(|o| o.to_vec());
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
     for (f, pod) in node.pods.iter().enumerate() {
         let tx = tx.clone();
         let ns = pod.name().to_string();
+        let only = only.clone();
         handles.push(thread::spawn(move || -> Result<()> {
             enter(&ns)?;
             let inner: Vec<_> = (0..9)
+                .filter(|t| only.as_ref().is_none_or(|o| o.contains(&(f, *t))))
                 .map(|t| {
                     let tx = tx.clone();
+                    let patient = only.is_some();
                     // Threads inherit the creating thread's namespace.
                     thread::spawn(move || {
-                        let ok = t == f || probe_one(pod_ip(t), proto, port);
+                        let ok = t == f || probe_one(pod_ip(t), proto, port, patient);
                         let _ = tx.send((f, t, ok));
                     })
                 })
@@ -202,25 +238,12 @@ fn sctp_available() -> bool {
     fd >= 0
 }
 
-const CASES: [&str; 12] = [
-    "default-deny-ingress",
-    "default-deny-all",
-    "allow from pods within server namespace by podSelector",
-    "podSelector and namespaceSelector",
-    "ingress on one named port",
-    "named UDP port",
-    "ingress from updated pod",
-    "endPort",
-    "except clause in a CIDR block",
-    "ingress ipBlock with except",
-    "deny egress from all pods in a namespace",
-    "stop enforcing after deletion",
-];
-
+/// Every case of the model whose probes the kernel can serve (TCP and UDP
+/// on 80 and 81).
 #[test]
 fn netns_npc_enforces_upstream_cases() -> Result<()> {
     weave_tests::require_root()?;
-    let node = build()?;
+    let node = build("m")?;
     serve(&node)?;
     let mut enforcer = in_netns(node.node.name(), || Ok(Enforcer::open()?))?;
     if !sctp_available() {
@@ -229,7 +252,7 @@ fn netns_npc_enforces_upstream_cases() -> Result<()> {
         );
     }
     // Before any policy: everything reaches everything.
-    let open = probe(&node, Protocol::Tcp, 80)?;
+    let open = probe(&node, Protocol::Tcp, 80, &Reach::all(true))?;
     ensure!(
         open == Reach::all(true),
         "baseline:\n{}",
@@ -238,8 +261,9 @@ fn netns_npc_enforces_upstream_cases() -> Result<()> {
 
     let all = cases();
     let mut failures = Vec::new();
-    for name in CASES {
-        let case = all.iter().find(|c| c.name == name).context(name)?;
+    let mut matrices = 0;
+    for case in &all {
+        let name = case.name;
         let mut model = Model::new();
         let mut core = Core::new(Config {
             node_name: common::NODE.into(),
@@ -256,7 +280,12 @@ fn netns_npc_enforces_upstream_cases() -> Result<()> {
         for (n, step) in case.steps.iter().enumerate() {
             for c in &step.changes {
                 let out = core.apply(model.change(c));
-                ensure!(out.errors.is_empty(), "{name}: {:?}", out.errors);
+                // Only the cases about invalid policies may report errors.
+                ensure!(
+                    out.errors.is_empty() == !name.contains("invalid"),
+                    "{name}: errors {:?}",
+                    out.errors
+                );
                 enforcer
                     .apply(&out.batch)
                     .with_context(|| format!("{name} step {n}: {:?}", out.batch))?;
@@ -271,7 +300,8 @@ fn netns_npc_enforces_upstream_cases() -> Result<()> {
                 let want = want.clone().with_loopback();
                 let oracle = oracle_matrix(&cluster, &ips, *proto, *port);
                 ensure!(oracle == want, "{name}: oracle disagrees with the case");
-                let got = probe(&node, *proto, *port)?;
+                let got = probe(&node, *proto, *port, &want)?;
+                matrices += 1;
                 if got != want {
                     failures.push(format!(
                         "{name} step {n} {proto}/{port} (X = kernel differs):\n{}",
@@ -294,6 +324,7 @@ fn netns_npc_enforces_upstream_cases() -> Result<()> {
             }
         }
     }
+    println!("{} cases, {matrices} probed matrices", all.len());
     enforcer.remove_all()?;
     let table = node.node.cmd("nft").args(["list", "tables"]).output()?;
     ensure!(
@@ -345,4 +376,99 @@ fn netns_npc_refused_batch_applies_nothing() -> Result<()> {
     );
     enforcer.remove_all()?;
     Ok(())
+}
+
+/// Restarting the controller (a fresh core's reset batch, replacing the
+/// table in one transaction) while pods keep connecting: no allowed
+/// connection is refused and no denied one gets through in between.
+#[test]
+fn netns_npc_restart_has_no_open_or_closed_window() -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    weave_tests::require_root()?;
+    let node = build("r")?;
+    serve(&node)?;
+    let mut enforcer = in_netns(node.node.name(), || Ok(Enforcer::open()?))?;
+    let all = cases();
+    let case = all
+        .iter()
+        .find(|c| c.name == "allow from pods within server namespace by podSelector")
+        .context("case")?;
+    let mut model = Model::new();
+    for c in &case.steps[0].changes {
+        model.change(c);
+    }
+    let fresh_core = || {
+        let mut core = Core::new(Config {
+            node_name: common::NODE.into(),
+            bridge: "weave".into(),
+            allow_mcast: false,
+        });
+        for ev in model.listing() {
+            core.apply(ev);
+        }
+        core
+    };
+    enforcer.apply(&fresh_core().start())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    // (src pod, dst pod, must connect): x/b→x/a allowed, x/c→x/a denied,
+    // y/a→x/b allowed (x/b is not isolated).
+    let pairs = [(1usize, 0usize, true), (2, 0, false), (3, 1, true)];
+    let mut probers = Vec::new();
+    for (f, t, allowed) in pairs {
+        let ns = node.pods[f].name().to_string();
+        let stop = stop.clone();
+        probers.push(thread::spawn(move || -> Result<(usize, usize)> {
+            enter(&ns)?;
+            let (mut tries, mut wrong) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let addr = SocketAddr::from((pod_ip(t), 80));
+                // An allowed connect may take TCP's own SYN retransmission
+                // (1 s) on this shared machine; a denied one must never land.
+                let wait = if allowed { 2500 } else { 300 };
+                let ok = TcpStream::connect_timeout(&addr, Duration::from_millis(wait)).is_ok();
+                tries += 1;
+                if ok != allowed {
+                    wrong += 1;
+                }
+            }
+            Ok((tries, wrong))
+        }));
+    }
+    for _ in 0..40 {
+        enforcer.apply(&fresh_core().start())?;
+        thread::sleep(Duration::from_millis(25));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut report = Vec::new();
+    for (h, (f, t, allowed)) in probers.into_iter().zip(pairs) {
+        let (tries, wrong) = h.join().map_err(|_| anyhow::anyhow!("prober panicked"))??;
+        ensure!(tries > 0, "no probes ran");
+        if wrong > 0 {
+            report.push(format!(
+                "{} -> {} (allowed {allowed}): {wrong} of {tries} wrong",
+                pod_name(f),
+                pod_name(t)
+            ));
+        }
+    }
+    enforcer.remove_all()?;
+    ensure!(report.is_empty(), "{}", report.join("\n"));
+    Ok(())
+}
+
+/// SCTP servers and probes need the kernel's SCTP; without it this test
+/// says so and checks nothing else.
+#[test]
+fn netns_npc_sctp_is_not_tcp() -> Result<()> {
+    weave_tests::require_root()?;
+    if !sctp_available() {
+        eprintln!(
+            "skipped: this kernel has no SCTP (socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP) \
+             fails), so SCTP cannot be probed here; SCTP rules are loaded and checked by \
+             the in-process evaluator and netns_npc_enforces_upstream_cases' TCP probes"
+        );
+        return Ok(());
+    }
+    bail!("SCTP is available on this kernel: write the SCTP probes (connect over IPPROTO_SCTP)")
 }
