@@ -282,7 +282,7 @@ fn netns_npc_enforces_upstream_cases() -> Result<()> {
                 let out = core.apply(model.change(c));
                 // Only the cases about invalid policies may report errors.
                 ensure!(
-                    out.errors.is_empty() == !name.contains("invalid"),
+                    out.errors.is_empty() != name.contains("invalid"),
                     "{name}: errors {:?}",
                     out.errors
                 );
