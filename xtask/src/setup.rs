@@ -26,6 +26,16 @@ const HOST_PACKAGES: &[&str] = &[
     "containernetworking-plugins",
 ];
 
+/// Debian packages the Kubernetes test bed uses (k8s/): the container
+/// runtime that makes pods through the CRI, the protobuf compiler the CRI
+/// client is generated with, and busybox-static for the test images.
+const KUBE_PACKAGES: &[&str] = &["containerd", "runc", "protobuf-compiler", "busybox-static"];
+
+/// Debian's kubectl (1.20), installed only when no kubectl is on PATH: a
+/// machine may already have a newer one from another package, whose
+/// `/usr/bin/kubectl` this one would collide with.
+const KUBECTL_PACKAGE: &str = "kubernetes-client";
+
 /// Debian packages only the file checks use (`vagrant validate`).
 const CHECK_PACKAGES: &[&str] = &["vagrant"];
 
@@ -63,6 +73,7 @@ pub fn all() -> Result<VmTools> {
     let mut apt = Apt::default();
     apt.ensure(HOST_PACKAGES)?;
     apt.ensure(CHECK_PACKAGES)?;
+    kube_with(&mut apt)?;
     vm_with(&mut apt)
 }
 
@@ -70,6 +81,20 @@ pub fn all() -> Result<VmTools> {
 /// lab use (not the VM).
 pub fn host() -> Result<()> {
     Apt::default().ensure(HOST_PACKAGES)
+}
+
+/// Installs what the Kubernetes test bed needs (containerd, runc,
+/// protoc, busybox-static, and kubectl if there is none).
+pub fn kube() -> Result<()> {
+    kube_with(&mut Apt::default())
+}
+
+fn kube_with(apt: &mut Apt) -> Result<()> {
+    apt.ensure(KUBE_PACKAGES)?;
+    if shell::which("kubectl").is_none() {
+        apt.ensure(&[KUBECTL_PACKAGE])?;
+    }
+    Ok(())
 }
 
 /// Installs what the VM needs and returns how to boot it.
