@@ -20,4 +20,5 @@ pub mod core;
 pub mod model;
 pub mod nft;
 pub mod oracle;
+pub mod shell;
 pub mod spec;

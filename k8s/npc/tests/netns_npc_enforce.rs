@@ -472,3 +472,164 @@ fn netns_npc_sctp_is_not_tcp() -> Result<()> {
     }
     bail!("SCTP is available on this kernel: write the SCTP probes (connect over IPPROTO_SCTP)")
 }
+
+/// The `weave-npc` binary against the Kubernetes API server double: it
+/// watches Namespaces, Pods and NetworkPolicies, enforces the initial
+/// listing, then follows policy creation, a pod label change and a policy
+/// deletion, each checked with real probes; /metrics answers.
+#[test]
+fn netns_npc_binary_follows_the_api() -> Result<()> {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+    use serde_json::json;
+    weave_tests::require_root()?;
+    let node = build("b")?;
+    serve(&node)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let _guard = rt.enter();
+    let listener = weave_k8s_apiserver::listen_in_netns(node.node.name(), "127.0.0.1:0".parse()?)?;
+    let server = weave_k8s_apiserver::ApiServer::serve(vec![listener], Default::default())?;
+    let url = server.url();
+    let dir = std::env::temp_dir().join(format!("npc-shell-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, weave_k8s_apiserver::kubeconfig(&url))?;
+
+    // Drive the API from a thread inside the node namespace, where the
+    // double listens (a client's sockets take the polling thread's namespace).
+    type Job = Box<dyn FnOnce(&kube::Client, &tokio::runtime::Runtime) -> Result<()> + Send>;
+    let (tx, rx) = mpsc::channel::<Job>();
+    let (done_tx, done_rx) = mpsc::channel::<Result<()>>();
+    let api_ns = node.node.name().to_string();
+    let api_url = url.clone();
+    let api_thread = thread::spawn(move || -> Result<()> {
+        enter(&api_ns)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let config = kube::Config::new(api_url.parse()?);
+        let client = rt.block_on(async { kube::Client::try_from(config) })?;
+        for job in rx {
+            done_tx.send(job(&client, &rt)).ok();
+        }
+        Ok(())
+    });
+    let call = |job: Job| -> Result<()> {
+        tx.send(job).ok().context("api thread gone")?;
+        done_rx.recv().context("api thread gone")?
+    };
+
+    let model = Model::new();
+    call(Box::new(move |client, rt| {
+        rt.block_on(async {
+            let nss: Api<Namespace> = Api::all(client.clone());
+            for n in model.namespaces.values() {
+                nss.create(&PostParams::default(), n).await?;
+            }
+            for (key, p) in &model.pods {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &key.namespace);
+                pods.create(&PostParams::default(), p).await?;
+                let status = json!({"status": p.status});
+                pods.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await?;
+            }
+            anyhow::Ok(())
+        })
+    }))?;
+
+    let mut npc = weave_tests::Command::new(env!("CARGO_BIN_EXE_weave-npc"))
+        .in_netns(node.node.name())
+        .env("KUBECONFIG", kubeconfig.to_string_lossy())
+        .env("HOSTNAME", common::NODE)
+        .args(["--metrics-addr", "127.0.0.1:16781", "--log-level", "debug"])
+        .spawn(dir.join("weave-npc.log"))?;
+    let wait_matrix = |what: &str, proto: Protocol, port: u16, want: Reach| -> Result<()> {
+        let want = want.with_loopback();
+        let mut last = Reach::all(false);
+        let ok = weave_tests::wait_for(Duration::from_secs(20), what, || {
+            last = probe(&node, proto, port, &want)?;
+            Ok(last == want)
+        });
+        ok.with_context(|| format!("{what}:\n{}", want.diff(&last)))
+    };
+    let result = (|| -> Result<()> {
+        weave_tests::wait_for(Duration::from_secs(20), "weave-npc's table", || {
+            let out = node.node.cmd("nft").args(["list", "tables"]).output()?;
+            Ok(out.stdout.contains("weave-npc"))
+        })?;
+        wait_matrix("no policy", Protocol::Tcp, 80, Reach::all(true))?;
+        let np = common::policy(
+            "x",
+            "a-from-b",
+            json!({"podSelector": {"matchLabels": {"pod": "a"}},
+                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod2": "yes"}}}],
+                                "ports": [{"port": "serve-80-tcp"}]}]}),
+        );
+        call(Box::new(move |client, rt| {
+            rt.block_on(async {
+                let nps: Api<NetworkPolicy> = Api::namespaced(client.clone(), "x");
+                nps.create(&PostParams::default(), &np).await?;
+                anyhow::Ok(())
+            })
+        }))?;
+        wait_matrix(
+            "policy created",
+            Protocol::Tcp,
+            80,
+            Reach::all(true).ingress("x/a", false),
+        )?;
+        call(Box::new(|client, rt| {
+            rt.block_on(async {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), "x");
+                let patch = json!({"metadata": {"labels": {"pod2": "yes"}}});
+                pods.patch("b", &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                anyhow::Ok(())
+            })
+        }))?;
+        wait_matrix(
+            "x/b labelled",
+            Protocol::Tcp,
+            80,
+            Reach::all(true)
+                .ingress("x/a", false)
+                .peer("x/b", "x/a", true),
+        )?;
+        wait_matrix(
+            "named port only",
+            Protocol::Tcp,
+            81,
+            Reach::all(true).ingress("x/a", false),
+        )?;
+        let metrics = in_netns(node.node.name(), || {
+            use std::io::{Read, Write};
+            let mut s = TcpStream::connect("127.0.0.1:16781")?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body)
+        })?;
+        ensure!(
+            metrics.contains("weavenpc_policy_enforcement_errors 0"),
+            "{metrics}"
+        );
+        ensure!(metrics.contains("weavenpc_policies 1"), "{metrics}");
+        call(Box::new(|client, rt| {
+            rt.block_on(async {
+                let nps: Api<NetworkPolicy> = Api::namespaced(client.clone(), "x");
+                nps.delete("a-from-b", &DeleteParams::default()).await?;
+                anyhow::Ok(())
+            })
+        }))?;
+        wait_matrix("policy deleted", Protocol::Tcp, 81, Reach::all(true))?;
+        Ok(())
+    })();
+    let log = npc.log();
+    let _ = npc.kill();
+    drop(tx);
+    let _ = api_thread.join();
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    result.with_context(|| format!("weave-npc log:\n{log}"))
+}

@@ -62,6 +62,7 @@ pub fn pod(ns: &str, name: &str, ip: Ipv4Addr, labels: &[(&str, &str)]) -> Pod {
                 let p = proto.to_lowercase();
                 json!({
                     "name": format!("cont-{port}-{p}"),
+                    "image": "pause",
                     "ports": [{"containerPort": port, "protocol": proto,
                                "name": format!("serve-{port}-{p}")}],
                 })

@@ -1,0 +1,326 @@
+//! The thin I/O shell of the `weave-npc` binary: kube-rs watchers feed the
+//! [`Core`]; its batches go to the [`Enforcer`]; a small HTTP server serves
+//! Prometheus metrics.
+//!
+//! Watch events go through one channel to one thread that owns the core and
+//! the netlink socket, so the kernel sees batches in event order. The first
+//! full listing of Namespaces, Pods and NetworkPolicies is enforced in one
+//! reset transaction (no flushed window); a watcher's relist (after a 410
+//! Gone) deletes what the new listing no longer has. A batch the kernel
+//! refuses is followed by a reset transaction of the whole ruleset.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tokio::sync::mpsc;
+
+use crate::core::{Config, Core, Event, Object};
+use crate::nft::{Enforcer, NftError};
+
+/// What stops the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    /// No Kubernetes client configuration (KUBECONFIG or in-cluster).
+    #[error("Kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    /// The Kubernetes configuration could not be inferred.
+    #[error("Kubernetes configuration: {0}")]
+    Config(#[from] kube::config::InferConfigError),
+    /// nftables refused or the socket failed.
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    /// The metrics listener.
+    #[error("metrics listener on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Bridged traffic would bypass our ip-family hooks.
+    #[error(
+        "net.bridge.bridge-nf-call-iptables is not 1 (or br_netfilter is not loaded): \
+         bridged pod traffic would not be filtered; refusing to run"
+    )]
+    NoBrNetfilter,
+    /// The event loop ended.
+    #[error("the policy thread stopped")]
+    Stopped,
+}
+
+/// Counters exported on /metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Policy parts we could not enforce (Weave's name).
+    pub enforcement_errors: AtomicU64,
+    /// Transactions committed.
+    pub transactions: AtomicU64,
+    /// Transactions the kernel refused.
+    pub transaction_failures: AtomicU64,
+    /// Watch events handled.
+    pub events: AtomicU64,
+    /// NetworkPolicies currently known.
+    pub policies: AtomicU64,
+    /// Pods currently known.
+    pub pods: AtomicU64,
+}
+
+impl Metrics {
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "# HELP weavenpc_policy_enforcement_errors Policy parts that could not be enforced as written (their pods are isolated instead).\n\
+             # TYPE weavenpc_policy_enforcement_errors counter\n\
+             weavenpc_policy_enforcement_errors {}\n\
+             # HELP weavenpc_transactions_total nftables transactions committed.\n\
+             # TYPE weavenpc_transactions_total counter\n\
+             weavenpc_transactions_total {}\n\
+             # HELP weavenpc_transaction_failures_total nftables transactions the kernel refused.\n\
+             # TYPE weavenpc_transaction_failures_total counter\n\
+             weavenpc_transaction_failures_total {}\n\
+             # HELP weavenpc_events_total Watch events handled.\n\
+             # TYPE weavenpc_events_total counter\n\
+             weavenpc_events_total {}\n\
+             # HELP weavenpc_policies NetworkPolicies known.\n\
+             # TYPE weavenpc_policies gauge\n\
+             weavenpc_policies {}\n\
+             # HELP weavenpc_pods Pods known.\n\
+             # TYPE weavenpc_pods gauge\n\
+             weavenpc_pods {}\n",
+            g(&self.enforcement_errors),
+            g(&self.transactions),
+            g(&self.transaction_failures),
+            g(&self.events),
+            g(&self.policies),
+            g(&self.pods),
+        )
+    }
+}
+
+/// The controller's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The core's configuration (node name, bridge, multicast).
+    pub core: Config,
+    /// Where /metrics is served.
+    pub metrics_addr: SocketAddr,
+    /// Skip the br_netfilter check (for hosts that hook bridged traffic otherwise).
+    pub skip_br_netfilter_check: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Namespace,
+    Pod,
+    Policy,
+}
+
+enum Feed {
+    Init(Kind),
+    Apply(Kind, Object, bool),
+    Delete(Kind, Object),
+    InitDone(Kind),
+}
+
+fn key_of(o: &Object) -> (Option<String>, Option<String>) {
+    let meta = match o {
+        Object::Namespace(n) => &n.metadata,
+        Object::Pod(p) => &p.metadata,
+        Object::Policy(p) => &p.metadata,
+    };
+    (meta.namespace.clone(), meta.name.clone())
+}
+
+/// Runs the controller until a fatal error.
+pub async fn run(settings: Settings) -> Result<(), ShellError> {
+    if !settings.skip_br_netfilter_check && !crate::nft::bridge_nf_call_iptables().unwrap_or(false)
+    {
+        return Err(ShellError::NoBrNetfilter);
+    }
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
+        .await
+        .map_err(|source| ShellError::Metrics {
+            addr: settings.metrics_addr,
+            source,
+        })?;
+    let m = metrics.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = m.clone();
+            async move { m.render() }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("metrics server: {e}");
+        }
+    });
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    spawn_watch(
+        Api::<Namespace>::all(client.clone()),
+        Kind::Namespace,
+        |o| Object::Namespace(Box::new(o)),
+        tx.clone(),
+    );
+    spawn_watch(
+        Api::<Pod>::all(client.clone()),
+        Kind::Pod,
+        |o| Object::Pod(Box::new(o)),
+        tx.clone(),
+    );
+    spawn_watch(
+        Api::<NetworkPolicy>::all(client),
+        Kind::Policy,
+        |o| Object::Policy(Box::new(o)),
+        tx,
+    );
+    let enforcer = Enforcer::open()?;
+    let core = Core::new(settings.core);
+    let worker = std::thread::spawn(move || policy_loop(rx, core, enforcer, &metrics));
+    tokio::task::spawn_blocking(move || worker.join())
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or(Err(ShellError::Stopped))
+}
+
+fn spawn_watch<K>(api: Api<K>, kind: Kind, wrap: fn(K) -> Object, tx: mpsc::UnboundedSender<Feed>)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            let feed = match ev {
+                Ok(watcher::Event::Init) => Feed::Init(kind),
+                Ok(watcher::Event::InitApply(o)) => Feed::Apply(kind, wrap(o), true),
+                Ok(watcher::Event::InitDone) => Feed::InitDone(kind),
+                Ok(watcher::Event::Apply(o)) => Feed::Apply(kind, wrap(o), false),
+                Ok(watcher::Event::Delete(o)) => Feed::Delete(kind, wrap(o)),
+                Err(e) => {
+                    // The watcher retries by itself; back off a little.
+                    tracing::warn!(?kind, "watch error: {e}");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if tx.send(feed).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+fn policy_loop(
+    mut rx: mpsc::UnboundedReceiver<Feed>,
+    mut core: Core,
+    mut enforcer: Enforcer,
+    metrics: &Metrics,
+) -> Result<(), ShellError> {
+    type Key = (Option<String>, Option<String>);
+    let mut known: BTreeMap<Kind, BTreeMap<Key, Object>> = BTreeMap::new();
+    let mut relisting: BTreeMap<Kind, BTreeSet<Key>> = BTreeMap::new();
+    let mut synced: BTreeSet<Kind> = BTreeSet::new();
+    let mut started = false;
+    while let Some(feed) = rx.blocking_recv() {
+        metrics.events.fetch_add(1, Ordering::Relaxed);
+        let mut events = Vec::new();
+        match feed {
+            Feed::Init(kind) => {
+                relisting.insert(kind, BTreeSet::new());
+            }
+            Feed::Apply(kind, obj, initial) => {
+                let key = key_of(&obj);
+                if initial && let Some(seen) = relisting.get_mut(&kind) {
+                    seen.insert(key.clone());
+                }
+                known.entry(kind).or_default().insert(key, obj.clone());
+                events.push(Event::Apply(obj));
+            }
+            Feed::Delete(kind, obj) => {
+                known.entry(kind).or_default().remove(&key_of(&obj));
+                events.push(Event::Delete(obj));
+            }
+            Feed::InitDone(kind) => {
+                let seen = relisting.remove(&kind).unwrap_or_default();
+                let objs = known.entry(kind).or_default();
+                let gone: Vec<Key> = objs
+                    .keys()
+                    .filter(|k| !seen.contains(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    if let Some(obj) = objs.remove(&k) {
+                        events.push(Event::Delete(obj));
+                    }
+                }
+                synced.insert(kind);
+            }
+        }
+        for ev in events {
+            let out = core.apply(ev);
+            for e in &out.errors {
+                metrics.enforcement_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    object = ?e.object.as_ref().map(|k| k.to_string()),
+                    "cannot enforce as written, isolating the selected pods: {}",
+                    e.error
+                );
+            }
+            if started && !out.batch.is_empty() {
+                commit(&mut enforcer, &core, &out.batch, metrics);
+            }
+        }
+        let count = |k: Kind| known.get(&k).map(|m| m.len() as u64).unwrap_or(0);
+        metrics
+            .policies
+            .store(count(Kind::Policy), Ordering::Relaxed);
+        metrics.pods.store(count(Kind::Pod), Ordering::Relaxed);
+        if !started && synced.len() == 3 {
+            let batch = core.start();
+            enforcer.apply(&batch)?;
+            metrics.transactions.fetch_add(1, Ordering::Relaxed);
+            started = true;
+            tracing::info!(
+                pods = count(Kind::Pod),
+                policies = count(Kind::Policy),
+                "initial ruleset enforced"
+            );
+        }
+    }
+    Err(ShellError::Stopped)
+}
+
+fn commit(enforcer: &mut Enforcer, core: &Core, batch: &crate::model::Batch, metrics: &Metrics) {
+    match enforcer.apply(batch) {
+        Ok(()) => {
+            metrics.transactions.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            metrics.transaction_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("transaction refused, rebuilding the whole ruleset: {e}");
+            match enforcer.apply(&core.full()) {
+                Ok(()) => {
+                    metrics.transactions.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    metrics.transaction_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("rebuild refused too: {e}");
+                }
+            }
+        }
+    }
+}
