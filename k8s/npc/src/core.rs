@@ -651,6 +651,33 @@ impl Core {
         ops
     }
 
+    /// The counted pod with address `ip`, if one is known.
+    pub fn pod_at(&self, ip: Ipv4Addr) -> Option<&Pod> {
+        self.pods.values().find(|p| p.ip == Some(ip))
+    }
+
+    /// Why a packet from `src` to `dst` was dropped by the `ingress` (or
+    /// egress) chain: the pod the direction isolates and the policies that
+    /// isolate it there.
+    pub fn isolated_by(&self, src: Ipv4Addr, dst: Ipv4Addr, ingress: bool) -> Vec<ObjectKey> {
+        let Some(pod) = self.pod_at(if ingress { dst } else { src }) else {
+            return Vec::new();
+        };
+        self.policies
+            .values()
+            .map(|i| &i.policy)
+            .filter(|p| p.selects(pod))
+            .filter(|p| {
+                if ingress {
+                    p.ingress.is_some()
+                } else {
+                    p.egress.is_some()
+                }
+            })
+            .map(|p| p.key.clone())
+            .collect()
+    }
+
     /// The compiled policies selecting the local pod `key` (for status pages).
     pub fn policies_selecting(&self, key: &ObjectKey) -> Vec<&Policy> {
         let Some(pod) = self.pods.get(key) else {

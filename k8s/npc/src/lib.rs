@@ -18,6 +18,7 @@
 
 pub mod core;
 pub mod model;
+pub mod nflog;
 pub mod nft;
 pub mod oracle;
 pub mod shell;

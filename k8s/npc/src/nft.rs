@@ -119,6 +119,8 @@ const NFTA_BITWISE_LEN: u16 = 3;
 const NFTA_BITWISE_MASK: u16 = 4;
 const NFTA_BITWISE_XOR: u16 = 5;
 
+const NFTA_LOG_GROUP: u16 = 1;
+const NFTA_LOG_PREFIX: u16 = 2;
 const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 const NFT_LOOKUP_F_INV: u32 = 0x1;
@@ -405,7 +407,7 @@ impl Encoder {
                         |m| {
                             m.str(NFTA_RULE_TABLE, TABLE).str(NFTA_RULE_CHAIN, chain);
                             m.begin(NFTA_RULE_EXPRESSIONS);
-                            encode_rule(m, rule, &new_sets);
+                            encode_rule(m, chain, rule, &new_sets);
                             m.end();
                         },
                     );
@@ -479,7 +481,7 @@ fn ifname(name: &str) -> [u8; 16] {
     v
 }
 
-fn encode_rule(m: &mut Msg, rule: &Rule, new_sets: &BTreeMap<String, u32>) {
+fn encode_rule(m: &mut Msg, chain: &str, rule: &Rule, new_sets: &BTreeMap<String, u32>) {
     for mt in &rule.matches {
         match mt {
             Match::CtEstablished => {
@@ -539,6 +541,11 @@ fn encode_rule(m: &mut Msg, rule: &Rule, new_sets: &BTreeMap<String, u32>) {
         }
     }
     if rule.verdict == Verdict::Drop {
+        // Dropped packets go to NFLOG, where the controller reads them.
+        m.expr("log", |m| {
+            m.put(NFTA_LOG_GROUP, &crate::nflog::GROUP.to_be_bytes())
+                .str(NFTA_LOG_PREFIX, &format!("weave-npc {chain}"));
+        });
         m.expr("counter", |_| {});
     }
     m.expr("immediate", |m| {

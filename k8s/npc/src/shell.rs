@@ -12,7 +12,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -70,14 +72,28 @@ pub struct Metrics {
     pub policies: AtomicU64,
     /// Pods currently known.
     pub pods: AtomicU64,
+    /// Dropped packets by (protocol, destination port), from NFLOG.
+    pub blocked: Mutex<BTreeMap<(String, u16), u64>>,
 }
 
 impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "# HELP weavenpc_policy_enforcement_errors Policy parts that could not be enforced as written (their pods are isolated instead).\n\
+        let mut blocked = String::from(
+            "# HELP weavenpc_blocked_connections_total Connection attempts dropped by policy (from NFLOG).\n\
+             # TYPE weavenpc_blocked_connections_total counter\n",
+        );
+        if let Ok(map) = self.blocked.lock() {
+            for ((proto, dport), n) in map.iter() {
+                blocked += &format!(
+                    "weavenpc_blocked_connections_total{{protocol=\"{proto}\",dport=\"{dport}\"}} {n}\n"
+                );
+            }
+        }
+        blocked
+            + &format!(
+                "# HELP weavenpc_policy_enforcement_errors Policy parts that could not be enforced as written (their pods are isolated instead).\n\
              # TYPE weavenpc_policy_enforcement_errors counter\n\
              weavenpc_policy_enforcement_errors {}\n\
              # HELP weavenpc_transactions_total nftables transactions committed.\n\
@@ -95,13 +111,13 @@ impl Metrics {
              # HELP weavenpc_pods Pods known.\n\
              # TYPE weavenpc_pods gauge\n\
              weavenpc_pods {}\n",
-            g(&self.enforcement_errors),
-            g(&self.transactions),
-            g(&self.transaction_failures),
-            g(&self.events),
-            g(&self.policies),
-            g(&self.pods),
-        )
+                g(&self.enforcement_errors),
+                g(&self.transactions),
+                g(&self.transaction_failures),
+                g(&self.events),
+                g(&self.policies),
+                g(&self.pods),
+            )
     }
 }
 
@@ -128,6 +144,7 @@ enum Feed {
     Apply(Kind, Object, bool),
     Delete(Kind, Object),
     InitDone(Kind),
+    Blocked(crate::nflog::Blocked),
 }
 
 fn key_of(o: &Object) -> (Option<String>, Option<String>) {
@@ -180,6 +197,7 @@ pub async fn run(settings: Settings) -> Result<(), ShellError> {
         |o| Object::Pod(Box::new(o)),
         tx.clone(),
     );
+    let tx_log = tx.clone();
     spawn_watch(
         Api::<NetworkPolicy>::all(client),
         Kind::Policy,
@@ -187,6 +205,16 @@ pub async fn run(settings: Settings) -> Result<(), ShellError> {
         tx,
     );
     let enforcer = Enforcer::open()?;
+    match crate::nflog::Reader::open(crate::nflog::GROUP) {
+        Ok(reader) => {
+            let (m, tx) = (metrics.clone(), tx_log);
+            std::thread::spawn(move || read_blocked(reader, &m, &tx));
+        }
+        Err(e) => tracing::error!(
+            "NFLOG group {} unavailable, blocked connections will not be logged: {e}",
+            crate::nflog::GROUP
+        ),
+    }
     let core = Core::new(settings.core);
     let worker = std::thread::spawn(move || policy_loop(rx, core, enforcer, &metrics));
     tokio::task::spawn_blocking(move || worker.join())
@@ -194,6 +222,56 @@ pub async fn run(settings: Settings) -> Result<(), ShellError> {
         .ok()
         .and_then(|r| r.ok())
         .unwrap_or(Err(ShellError::Stopped))
+}
+
+/// Log lines about blocked connections per second, at most.
+const BLOCKED_LOG_RATE: u32 = 20;
+
+/// Counts every dropped packet; forwards at most [`BLOCKED_LOG_RATE`] a
+/// second to the policy thread to be logged with pod names.
+fn read_blocked(
+    mut reader: crate::nflog::Reader,
+    metrics: &Metrics,
+    tx: &mpsc::UnboundedSender<Feed>,
+) {
+    let mut window = Instant::now();
+    let mut sent = 0u32;
+    let mut suppressed = 0u64;
+    loop {
+        let packets = match reader.next() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("reading NFLOG: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        for b in packets {
+            let proto = match crate::spec::Protocol::from_number(b.proto) {
+                Some(p) => p.to_string().to_lowercase(),
+                None => b.proto.to_string(),
+            };
+            if let Ok(mut map) = metrics.blocked.lock() {
+                *map.entry((proto, b.dport.unwrap_or(0))).or_default() += 1;
+            }
+            if window.elapsed() >= Duration::from_secs(1) {
+                if suppressed > 0 {
+                    tracing::warn!("{suppressed} more blocked connections not logged");
+                }
+                window = Instant::now();
+                sent = 0;
+                suppressed = 0;
+            }
+            if sent < BLOCKED_LOG_RATE {
+                sent += 1;
+                if tx.send(Feed::Blocked(b)).is_err() {
+                    return;
+                }
+            } else {
+                suppressed += 1;
+            }
+        }
+    }
 }
 
 fn spawn_watch<K>(api: Api<K>, kind: Kind, wrap: fn(K) -> Object, tx: mpsc::UnboundedSender<Feed>)
@@ -236,13 +314,37 @@ fn policy_loop(
     let mut synced: BTreeSet<Kind> = BTreeSet::new();
     let mut started = false;
     while let Some(feed) = rx.blocking_recv() {
-        metrics.events.fetch_add(1, Ordering::Relaxed);
         let mut events = Vec::new();
         match feed {
+            Feed::Blocked(b) => {
+                let name = |ip| {
+                    core.pod_at(ip)
+                        .map(|p| p.key.to_string())
+                        .unwrap_or_else(|| format!("{ip}"))
+                };
+                let ingress = b.prefix.ends_with("ingress");
+                let policies: Vec<String> = core
+                    .isolated_by(b.saddr, b.daddr, ingress)
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect();
+                tracing::warn!(
+                    src = %name(b.saddr),
+                    dst = %name(b.daddr),
+                    proto = b.proto,
+                    dport = b.dport.unwrap_or(0),
+                    "blocked: {} isolated by {:?} and no rule admits it",
+                    if ingress { "destination's ingress" } else { "source's egress" },
+                    policies
+                );
+                continue;
+            }
             Feed::Init(kind) => {
+                metrics.events.fetch_add(1, Ordering::Relaxed);
                 relisting.insert(kind, BTreeSet::new());
             }
             Feed::Apply(kind, obj, initial) => {
+                metrics.events.fetch_add(1, Ordering::Relaxed);
                 let key = key_of(&obj);
                 if initial && let Some(seen) = relisting.get_mut(&kind) {
                     seen.insert(key.clone());
@@ -251,6 +353,7 @@ fn policy_loop(
                 events.push(Event::Apply(obj));
             }
             Feed::Delete(kind, obj) => {
+                metrics.events.fetch_add(1, Ordering::Relaxed);
                 known.entry(kind).or_default().remove(&key_of(&obj));
                 events.push(Event::Delete(obj));
             }

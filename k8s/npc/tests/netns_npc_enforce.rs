@@ -615,6 +615,19 @@ fn netns_npc_binary_follows_the_api() -> Result<()> {
             "{metrics}"
         );
         ensure!(metrics.contains("weavenpc_policies 1"), "{metrics}");
+        // The probes x/c → x/a were dropped, read back from NFLOG.
+        ensure!(
+            metrics.contains("weavenpc_blocked_connections_total{protocol=\"tcp\",dport=\"80\"}"),
+            "{metrics}"
+        );
+        let log = npc.log();
+        ensure!(
+            log.contains("blocked")
+                && log.contains("src=x/c")
+                && log.contains("dst=x/a")
+                && log.contains("x/a-from-b"),
+            "no blocked-connection line naming pods and policy:\n{log}"
+        );
         call(Box::new(|client, rt| {
             rt.block_on(async {
                 let nps: Api<NetworkPolicy> = Api::namespaced(client.clone(), "x");
