@@ -85,7 +85,7 @@ impl Reader {
     }
 
     /// Waits for the next datagram and returns the packets in it.
-    pub fn next(&mut self) -> io::Result<Vec<Blocked>> {
+    pub fn read(&mut self) -> io::Result<Vec<Blocked>> {
         let (data, _) = self.sock.recv_from_full()?;
         Ok(parse(&data))
     }

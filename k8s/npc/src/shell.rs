@@ -238,7 +238,7 @@ fn read_blocked(
     let mut sent = 0u32;
     let mut suppressed = 0u64;
     loop {
-        let packets = match reader.next() {
+        let packets = match reader.read() {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("reading NFLOG: {e}");
