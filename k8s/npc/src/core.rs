@@ -651,6 +651,18 @@ impl Core {
         ops
     }
 
+    /// What every one of our sets must hold now (the self-check compares the
+    /// kernel's sets with this).
+    pub fn expected_sets(&self) -> BTreeMap<String, (SetKind, BTreeSet<Elem>)> {
+        let mut rs = crate::model::Ruleset::default();
+        match rs.apply(&self.full()) {
+            Ok(()) => rs.sets,
+            // full() is consistent by construction (and property-tested);
+            // an inconsistency would show up as drift and a rebuild.
+            Err(_) => BTreeMap::new(),
+        }
+    }
+
     /// The counted pod with address `ip`, if one is known.
     pub fn pod_at(&self, ip: Ipv4Addr) -> Option<&Pod> {
         self.pods.values().find(|p| p.ip == Some(ip))

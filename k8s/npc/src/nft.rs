@@ -56,7 +56,10 @@ const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_DELSET: u16 = 11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_DUMP: u16 = 0x300;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -719,6 +722,147 @@ impl Enforcer {
             return Err(NftError::Incomplete { got, want });
         }
         Ok(())
+    }
+}
+
+impl Enforcer {
+    /// The elements the kernel holds in our set `set` of kind `kind` (a
+    /// dump); `None` if the set does not exist.
+    pub fn set_elements(
+        &mut self,
+        set: &str,
+        kind: SetKind,
+    ) -> Result<Option<std::collections::BTreeSet<Elem>>, NftError> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut m = Msg::new(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            self.seq,
+            NFPROTO_IPV4,
+            0,
+        );
+        m.str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
+            .str(NFTA_SET_ELEM_LIST_SET, set);
+        self.sock.send(&m.finish(), 0)?;
+        let mut keys: Vec<(Vec<u8>, bool)> = Vec::new();
+        loop {
+            let (data, _) = self.sock.recv_from_full()?;
+            let mut rest = &data[..];
+            while rest.len() >= 16 {
+                let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                let ty = u16::from_ne_bytes([rest[4], rest[5]]);
+                if len < 16 || len > rest.len() {
+                    break;
+                }
+                match ty {
+                    NLMSG_DONE => return Ok(Some(elems_from_keys(kind, keys))),
+                    NLMSG_ERROR if len >= 20 => {
+                        let errno = i32::from_ne_bytes([rest[16], rest[17], rest[18], rest[19]]);
+                        if errno == -libc::ENOENT {
+                            return Ok(None);
+                        }
+                        if errno != 0 {
+                            return Err(NftError::Refused {
+                                what: format!("dump of set {set}"),
+                                source: io::Error::from_raw_os_error(-errno),
+                            });
+                        }
+                    }
+                    _ if len > 20 => collect_keys(&rest[20..len], &mut keys),
+                    _ => {}
+                }
+                rest = &rest[(len.div_ceil(4) * 4).min(rest.len())..];
+            }
+        }
+    }
+}
+
+/// Attributes of a netlink message body: (type without flags, value).
+fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            break;
+        }
+        out.push((ty, &b[4..len]));
+        b = &b[(len.div_ceil(4) * 4).min(b.len())..];
+    }
+    out
+}
+
+fn collect_keys(body: &[u8], keys: &mut Vec<(Vec<u8>, bool)>) {
+    for (ty, list) in attrs(body) {
+        if ty != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (_, elem) in attrs(list) {
+            let mut key = None;
+            let mut end = false;
+            for (ety, v) in attrs(elem) {
+                match ety {
+                    NFTA_SET_ELEM_KEY => {
+                        key = attrs(v)
+                            .into_iter()
+                            .find(|(t, _)| *t == NFTA_DATA_VALUE)
+                            .map(|(_, d)| d.to_vec());
+                    }
+                    NFTA_SET_ELEM_FLAGS if v.len() == 4 => {
+                        end = u32::from_be_bytes([v[0], v[1], v[2], v[3]])
+                            & NFT_SET_ELEM_INTERVAL_END
+                            != 0;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(k) = key {
+                keys.push((k, end));
+            }
+        }
+    }
+}
+
+fn elems_from_keys(kind: SetKind, keys: Vec<(Vec<u8>, bool)>) -> std::collections::BTreeSet<Elem> {
+    let addr = |k: &[u8]| Ipv4Addr::new(k[0], k[1], k[2], k[3]);
+    match kind {
+        SetKind::Addr => keys
+            .iter()
+            .filter(|(k, _)| k.len() == 4)
+            .map(|(k, _)| Elem::Addr(addr(k)))
+            .collect(),
+        SetKind::AddrProtoPort => keys
+            .iter()
+            .filter(|(k, _)| k.len() == 12)
+            .map(|(k, _)| Elem::AddrProtoPort(addr(k), k[4], u16::from_be_bytes([k[8], k[9]])))
+            .collect(),
+        SetKind::AddrRanges => {
+            let mut points: Vec<(u32, bool)> = keys
+                .iter()
+                .filter(|(k, _)| k.len() == 4)
+                .map(|(k, end)| (u32::from(addr(k)), *end))
+                .collect();
+            points.sort();
+            let mut out = std::collections::BTreeSet::new();
+            let mut start = None;
+            for (p, end) in points {
+                match (end, start) {
+                    (false, None) => start = Some(p),
+                    (true, Some(s)) if p > s => {
+                        out.insert(Elem::Range(Ipv4Addr::from(s), Ipv4Addr::from(p - 1)));
+                        start = None;
+                    }
+                    // A start right after a start, or an end that closes
+                    // nothing: keep the newest start.
+                    (false, Some(_)) => start = Some(p),
+                    _ => {}
+                }
+            }
+            if let Some(s) = start {
+                out.insert(Elem::Range(Ipv4Addr::from(s), Ipv4Addr::BROADCAST));
+            }
+            out
+        }
     }
 }
 

@@ -72,6 +72,14 @@ pub struct Metrics {
     pub policies: AtomicU64,
     /// Pods currently known.
     pub pods: AtomicU64,
+    /// Set elements found wrong (missing or extra) by the self-check.
+    pub drift_elements: AtomicU64,
+    /// Rebuilds made because of drift.
+    pub drift_repairs: AtomicU64,
+    /// Elements in our sets (after the last self-check).
+    pub set_elements: AtomicU64,
+    /// Seconds from receiving an event to its transaction's commit (last).
+    pub last_enforcement_micros: AtomicU64,
     /// Dropped packets by (protocol, destination port), from NFLOG.
     pub blocked: Mutex<BTreeMap<(String, u16), u64>>,
 }
@@ -79,45 +87,80 @@ pub struct Metrics {
 impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut blocked = String::from(
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        let mut out = String::from(
             "# HELP weavenpc_blocked_connections_total Connection attempts dropped by policy (from NFLOG).\n\
              # TYPE weavenpc_blocked_connections_total counter\n",
         );
         if let Ok(map) = self.blocked.lock() {
             for ((proto, dport), n) in map.iter() {
-                blocked += &format!(
+                out += &format!(
                     "weavenpc_blocked_connections_total{{protocol=\"{proto}\",dport=\"{dport}\"}} {n}\n"
                 );
             }
         }
-        blocked
-            + &format!(
-                "# HELP weavenpc_policy_enforcement_errors Policy parts that could not be enforced as written (their pods are isolated instead).\n\
-             # TYPE weavenpc_policy_enforcement_errors counter\n\
-             weavenpc_policy_enforcement_errors {}\n\
-             # HELP weavenpc_transactions_total nftables transactions committed.\n\
-             # TYPE weavenpc_transactions_total counter\n\
-             weavenpc_transactions_total {}\n\
-             # HELP weavenpc_transaction_failures_total nftables transactions the kernel refused.\n\
-             # TYPE weavenpc_transaction_failures_total counter\n\
-             weavenpc_transaction_failures_total {}\n\
-             # HELP weavenpc_events_total Watch events handled.\n\
-             # TYPE weavenpc_events_total counter\n\
-             weavenpc_events_total {}\n\
-             # HELP weavenpc_policies NetworkPolicies known.\n\
-             # TYPE weavenpc_policies gauge\n\
-             weavenpc_policies {}\n\
-             # HELP weavenpc_pods Pods known.\n\
-             # TYPE weavenpc_pods gauge\n\
-             weavenpc_pods {}\n",
+        let latency = self.last_enforcement_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let rows = [
+            (
+                "weavenpc_policy_enforcement_errors",
+                "counter",
+                "Policy parts that could not be enforced as written (their pods are isolated instead).",
                 g(&self.enforcement_errors),
+            ),
+            (
+                "weavenpc_transactions_total",
+                "counter",
+                "nftables transactions committed.",
                 g(&self.transactions),
+            ),
+            (
+                "weavenpc_transaction_failures_total",
+                "counter",
+                "nftables transactions the kernel refused.",
                 g(&self.transaction_failures),
+            ),
+            (
+                "weavenpc_events_total",
+                "counter",
+                "Watch events handled.",
                 g(&self.events),
+            ),
+            (
+                "weavenpc_policies",
+                "gauge",
+                "NetworkPolicies known.",
                 g(&self.policies),
-                g(&self.pods),
-            )
+            ),
+            ("weavenpc_pods", "gauge", "Pods known.", g(&self.pods)),
+            (
+                "weavenpc_drift_elements_total",
+                "counter",
+                "Set elements the self-check found wrong in the kernel.",
+                g(&self.drift_elements),
+            ),
+            (
+                "weavenpc_drift_repairs_total",
+                "counter",
+                "Ruleset rebuilds after drift.",
+                g(&self.drift_repairs),
+            ),
+            (
+                "weavenpc_set_elements",
+                "gauge",
+                "Elements in the controller's nftables sets (at the last self-check).",
+                g(&self.set_elements),
+            ),
+            (
+                "weavenpc_enforcement_latency_seconds",
+                "gauge",
+                "From receiving the last watch event to committing its transaction.",
+                latency.to_string(),
+            ),
+        ];
+        for (name, ty, help, value) in rows {
+            out += &format!("# HELP {name} {help}\n# TYPE {name} {ty}\n{name} {value}\n");
+        }
+        out
     }
 }
 
@@ -130,6 +173,8 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
     /// Skip the br_netfilter check (for hosts that hook bridged traffic otherwise).
     pub skip_br_netfilter_check: bool,
+    /// How often the kernel's sets are compared with what they must hold.
+    pub self_check_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -145,6 +190,7 @@ enum Feed {
     Delete(Kind, Object),
     InitDone(Kind),
     Blocked(crate::nflog::Blocked),
+    SelfCheck,
 }
 
 fn key_of(o: &Object) -> (Option<String>, Option<String>) {
@@ -198,6 +244,18 @@ pub async fn run(settings: Settings) -> Result<(), ShellError> {
         tx.clone(),
     );
     let tx_log = tx.clone();
+    let tx_tick = tx.clone();
+    let every = settings.self_check_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if tx_tick.send(Feed::SelfCheck).is_err() {
+                return;
+            }
+        }
+    });
     spawn_watch(
         Api::<NetworkPolicy>::all(client),
         Kind::Policy,
@@ -315,7 +373,14 @@ fn policy_loop(
     let mut started = false;
     while let Some(feed) = rx.blocking_recv() {
         let mut events = Vec::new();
+        let received = Instant::now();
         match feed {
+            Feed::SelfCheck => {
+                if started {
+                    self_check(&mut enforcer, &core, metrics);
+                }
+                continue;
+            }
             Feed::Blocked(b) => {
                 let name = |ip| {
                     core.pod_at(ip)
@@ -385,6 +450,10 @@ fn policy_loop(
             }
             if started && !out.batch.is_empty() {
                 commit(&mut enforcer, &core, &out.batch, metrics);
+                let micros = received.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+                metrics
+                    .last_enforcement_micros
+                    .store(micros, Ordering::Relaxed);
             }
         }
         let count = |k: Kind| known.get(&k).map(|m| m.len() as u64).unwrap_or(0);
@@ -405,6 +474,50 @@ fn policy_loop(
         }
     }
     Err(ShellError::Stopped)
+}
+
+/// Compares every set in the kernel with what it must hold; on any
+/// difference (an element missing or extra, a set gone) counts it and
+/// rebuilds the whole ruleset in one transaction.
+fn self_check(enforcer: &mut Enforcer, core: &Core, metrics: &Metrics) {
+    let mut drift = 0u64;
+    let mut total = 0u64;
+    for (name, (kind, want)) in core.expected_sets() {
+        total += want.len() as u64;
+        match enforcer.set_elements(&name, kind) {
+            Ok(Some(have)) => {
+                let n = have.symmetric_difference(&want).count() as u64;
+                if n > 0 {
+                    tracing::error!(set = %name, missing = want.difference(&have).count(),
+                        extra = have.difference(&want).count(), "kernel set drifted");
+                }
+                drift += n;
+            }
+            Ok(None) => {
+                tracing::error!(set = %name, "kernel set missing");
+                drift += want.len() as u64 + 1;
+            }
+            Err(e) => {
+                tracing::error!(set = %name, "reading kernel set: {e}");
+                return;
+            }
+        }
+    }
+    metrics.set_elements.store(total, Ordering::Relaxed);
+    if drift > 0 {
+        metrics.drift_elements.fetch_add(drift, Ordering::Relaxed);
+        metrics.drift_repairs.fetch_add(1, Ordering::Relaxed);
+        match enforcer.apply(&core.full()) {
+            Ok(()) => {
+                metrics.transactions.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(drift, "ruleset rebuilt after drift");
+            }
+            Err(e) => {
+                metrics.transaction_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("rebuild after drift refused: {e}");
+            }
+        }
+    }
 }
 
 fn commit(enforcer: &mut Enforcer, core: &Core, batch: &crate::model::Batch, metrics: &Metrics) {

@@ -290,6 +290,15 @@ fn netns_npc_enforces_upstream_cases() -> Result<()> {
                     .apply(&out.batch)
                     .with_context(|| format!("{name} step {n}: {:?}", out.batch))?;
             }
+            // The kernel's sets hold exactly what the core says (what the
+            // self-check compares).
+            for (set, (kind, want)) in core.expected_sets() {
+                let have = enforcer.set_elements(&set, kind)?;
+                ensure!(
+                    have.as_ref() == Some(&want),
+                    "{name} step {n}: set {set}: kernel {have:?}, expected {want:?}"
+                );
+            }
             let cluster = model.cluster();
             let ips: [_; 9] = std::array::from_fn(|i| Some(pod_ip(i)));
             for (proto, port, want) in &step.probes {
@@ -473,6 +482,18 @@ fn netns_npc_sctp_is_not_tcp() -> Result<()> {
     bail!("SCTP is available on this kernel: write the SCTP probes (connect over IPPROTO_SCTP)")
 }
 
+/// GET /metrics from the controller inside the node namespace.
+fn metrics_text(node: &Node) -> Result<String> {
+    in_netns(node.node.name(), || {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect("127.0.0.1:16781")?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    })
+}
+
 /// The `weave-npc` binary against the Kubernetes API server double: it
 /// watches Namespaces, Pods and NetworkPolicies, enforces the initial
 /// listing, then follows policy creation, a pod label change and a policy
@@ -543,6 +564,7 @@ fn netns_npc_binary_follows_the_api() -> Result<()> {
         .env("KUBECONFIG", kubeconfig.to_string_lossy())
         .env("HOSTNAME", common::NODE)
         .args(["--metrics-addr", "127.0.0.1:16781", "--log-level", "debug"])
+        .args(["--self-check-interval", "1"])
         .spawn(dir.join("weave-npc.log"))?;
     let wait_matrix = |what: &str, proto: Protocol, port: u16, want: Reach| -> Result<()> {
         let want = want.with_loopback();
@@ -602,14 +624,7 @@ fn netns_npc_binary_follows_the_api() -> Result<()> {
             81,
             Reach::all(true).ingress("x/a", false),
         )?;
-        let metrics = in_netns(node.node.name(), || {
-            use std::io::{Read, Write};
-            let mut s = TcpStream::connect("127.0.0.1:16781")?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
-            let mut body = String::new();
-            s.read_to_string(&mut body)?;
-            Ok(body)
-        })?;
+        let metrics = metrics_text(&node)?;
         ensure!(
             metrics.contains("weavenpc_policy_enforcement_errors 0"),
             "{metrics}"
@@ -628,6 +643,35 @@ fn netns_npc_binary_follows_the_api() -> Result<()> {
                 && log.contains("x/a-from-b"),
             "no blocked-connection line naming pods and policy:\n{log}"
         );
+        thread::sleep(Duration::from_millis(2500));
+        let m = metrics_text(&node)?;
+        ensure!(
+            m.contains("weavenpc_drift_repairs_total 0"),
+            "false drift:\n{m}"
+        );
+        // Drift: someone removes x/a from the ingress-isolation set (x/a is
+        // open now); the self-check must find it and rebuild.
+        node.node.run(&[
+            "nft",
+            "delete",
+            "element",
+            "ip",
+            "weave-npc",
+            "ing-iso",
+            "{ 10.40.0.11 }",
+        ])?;
+        weave_tests::wait_for(Duration::from_secs(10), "drift repaired", || {
+            let m = metrics_text(&node)?;
+            Ok(m.contains("weavenpc_drift_repairs_total 1"))
+        })?;
+        wait_matrix(
+            "after drift repair",
+            Protocol::Tcp,
+            80,
+            Reach::all(true)
+                .ingress("x/a", false)
+                .peer("x/b", "x/a", true),
+        )?;
         call(Box::new(|client, rt| {
             rt.block_on(async {
                 let nps: Api<NetworkPolicy> = Api::namespaced(client.clone(), "x");

@@ -30,6 +30,10 @@ struct Args {
     /// traffic is then not filtered).
     #[arg(long)]
     skip_br_netfilter_check: bool,
+    /// Seconds between comparisons of the kernel's sets with what they must
+    /// hold (drift is counted and repaired).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    self_check_interval: u64,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         },
         metrics_addr: args.metrics_addr,
         skip_br_netfilter_check: args.skip_br_netfilter_check,
+        self_check_interval: std::time::Duration::from_secs(args.self_check_interval),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
