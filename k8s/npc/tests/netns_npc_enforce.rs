@@ -690,3 +690,97 @@ fn netns_npc_binary_follows_the_api() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     result.with_context(|| format!("weave-npc log:\n{log}"))
 }
+
+/// Egress to the node's own addresses (where host-network pods and the
+/// kubelet live) is policed too (Weave #3924 left it open), while the node's
+/// own connections to pods stay allowed.
+#[test]
+fn netns_npc_egress_to_node_addresses() -> Result<()> {
+    use serde_json::json;
+    weave_tests::require_root()?;
+    let node = build("h")?;
+    serve(&node)?;
+    let bridge: Ipv4Addr = BRIDGE_IP.parse()?;
+    let server = in_netns(node.node.name(), move || {
+        Ok(TcpListener::bind((bridge, 80))?)
+    })?;
+    thread::spawn(move || {
+        for mut conn in server.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut buf = [0u8; 16];
+            while matches!(std::io::Read::read(&mut conn, &mut buf), Ok(n) if n > 0) {}
+        }
+    });
+    let mut enforcer = in_netns(node.node.name(), || Ok(Enforcer::open()?))?;
+    let mut model = Model::new();
+    let mut core = Core::new(Config {
+        node_name: common::NODE.into(),
+        bridge: "weave".into(),
+        allow_mcast: false,
+    });
+    for ev in model.listing() {
+        core.apply(ev);
+    }
+    enforcer.apply(&core.start())?;
+    let to_node = |pod: usize| -> Result<bool> {
+        let ns = node.pods[pod].name().to_string();
+        in_netns(&ns, move || {
+            Ok(TcpStream::connect_timeout(
+                &SocketAddr::from((bridge, 80)),
+                Duration::from_millis(1500),
+            )
+            .is_ok())
+        })
+    };
+    let node_to_pod = || -> Result<bool> {
+        in_netns(node.node.name(), || {
+            Ok(TcpStream::connect_timeout(
+                &SocketAddr::from((pod_ip(0), 80)),
+                Duration::from_secs(1),
+            )
+            .is_ok())
+        })
+    };
+    ensure!(to_node(0)? && to_node(3)?, "no policy: pods reach the node");
+
+    let steps = [
+        (
+            json!({"podSelector": {}, "policyTypes": ["Egress", "Ingress"]}),
+            false,
+        ),
+        (
+            json!({"podSelector": {}, "policyTypes": ["Egress", "Ingress"],
+                "egress": [{"to": [{"ipBlock": {"cidr": format!("{BRIDGE_IP}/32")}}],
+                            "ports": [{"port": 80}]}]}),
+            true,
+        ),
+        (
+            json!({"podSelector": {}, "policyTypes": ["Egress", "Ingress"],
+                "egress": [{"to": [{"ipBlock": {"cidr": format!("{BRIDGE_IP}/32")}}],
+                            "ports": [{"port": 81}]}]}),
+            false,
+        ),
+    ];
+    for (n, (spec, x_reaches_node)) in steps.into_iter().enumerate() {
+        let out = core.apply(model.change(&common::Change::Apply(Box::new(common::policy(
+            "x", "egress", spec,
+        )))));
+        enforcer.apply(&out.batch)?;
+        let oracle = model
+            .cluster()
+            .evaluate(pod_ip(0), bridge, Protocol::Tcp, 80)
+            .allowed();
+        ensure!(oracle == x_reaches_node, "step {n}: oracle says {oracle}");
+        ensure!(
+            to_node(0)? == x_reaches_node,
+            "step {n}: x/a -> node should be {x_reaches_node}"
+        );
+        ensure!(to_node(3)?, "step {n}: y/a (no policy) must reach the node");
+        ensure!(
+            node_to_pod()?,
+            "step {n}: the node must reach x/a (kubelet probes)"
+        );
+    }
+    enforcer.remove_all()?;
+    Ok(())
+}
