@@ -83,7 +83,7 @@ pub fn run_once(args: &LabArgs) -> Result<i32> {
         setup::vm()?;
     }
     setup::host()?;
-    let bin = build()?;
+    let bin = build(&["weave-router", "weave-cni", "weave-tests"])?;
     let mut argv: Vec<String> = vec![
         bin.join("weave-lab").to_string_lossy().into_owned(),
         "--nodes".into(),
@@ -108,16 +108,7 @@ pub fn run_once(args: &LabArgs) -> Result<i32> {
         let outcome = guest::Kernel::Qemu.run("3G", 900, argv)?;
         return Ok(outcome.status);
     }
-    let status = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(if args.keep {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .status()
-        .with_context(|| format!("starting {}", argv[0]))?;
-    Ok(status.code().unwrap_or(1))
+    run_here(&argv, args.keep)
 }
 
 /// `cargo xtask lab --kube`: builds everything `weave-kube-lab` runs and
@@ -125,30 +116,12 @@ pub fn run_once(args: &LabArgs) -> Result<i32> {
 fn run_kube(args: &LabArgs) -> Result<i32> {
     setup::host()?;
     setup::kube()?;
-    println!(
-        "==> building weave-router, weave-net, weave-ipam, weave-k8s-apiserver, weave-test-kubelet and weave-kube-lab"
-    );
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--package",
-            "weave-router",
-            "--package",
-            "weave-cni",
-            "--package",
-            "weave-k8s-apiserver",
-            "--package",
-            "weave-k8s-testbed",
-            "--bins",
-        ])
-        .current_dir(crate::workspace_root())
-        .stdin(Stdio::null())
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build failed ({status})");
-    }
-    let bin = crate::target_dir().join("debug");
+    let bin = build(&[
+        "weave-router",
+        "weave-cni",
+        "weave-k8s-apiserver",
+        "weave-k8s-testbed",
+    ])?;
     let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
     let mut argv: Vec<String> = vec![
         path("weave-kube-lab"),
@@ -168,16 +141,7 @@ fn run_kube(args: &LabArgs) -> Result<i32> {
     if args.keep {
         argv.push("--keep".into());
     }
-    let status = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(if args.keep {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .status()
-        .with_context(|| format!("starting {}", argv[0]))?;
-    Ok(status.code().unwrap_or(1))
+    run_here(&argv, args.keep)
 }
 
 /// Whether this kernel has the openvswitch datapath loaded (or built in).
@@ -185,21 +149,16 @@ fn host_has_openvswitch() -> bool {
     Path::new("/sys/module/openvswitch").exists()
 }
 
-/// Builds the router, the plugins and the lab program; returns the
+/// Builds the binaries of `packages` (debug profile); returns the
 /// directory holding them.
-fn build() -> Result<PathBuf> {
-    println!("==> building weave-router, weave-net, weave-ipam and weave-lab");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--package",
-            "weave-router",
-            "--package",
-            "weave-cni",
-            "--package",
-            "weave-tests",
-            "--bins",
-        ])
+fn build(packages: &[&str]) -> Result<PathBuf> {
+    println!("==> building the binaries of {}", packages.join(", "));
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.arg("build").arg("--bins");
+    for package in packages {
+        cargo.args(["--package", package]);
+    }
+    let status = cargo
         .current_dir(crate::workspace_root())
         .stdin(Stdio::null())
         .status()
@@ -208,4 +167,19 @@ fn build() -> Result<PathBuf> {
         bail!("cargo build failed ({status})");
     }
     Ok(crate::target_dir().join("debug"))
+}
+
+/// Runs a lab program on this machine; with `keep` it reads the terminal
+/// (it waits for Ctrl-C). Returns its exit status.
+fn run_here(argv: &[String], keep: bool) -> Result<i32> {
+    let status = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(if keep {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .status()
+        .with_context(|| format!("starting {}", argv[0]))?;
+    Ok(status.code().unwrap_or(1))
 }
